@@ -1,0 +1,245 @@
+"""Event contracts: every record on a parkdesk topic is one of these models, serialised as JSON.
+
+Each event carries the same envelope (event id, type, schema version, time, ticket id,
+correlation id) and is keyed by ticket id on Kafka, so one ticket's events stay in order on one
+partition. A breaking change to a payload gets a new `schema_version` and a new model; consumers
+refuse versions they do not know (the record goes to the dead-letter topic).
+"""
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+TicketId = Annotated[str, StringConstraints(pattern=r"^T-[0-9A-Z]{26}$")]
+"""`T-` and a ULID-like upper-case id: sortable by submission time, safe in URLs and keys."""
+
+EnterpriseId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
+DepartmentCode = Annotated[str, StringConstraints(pattern=r"^[a-z]+(-[a-z]+)*$", max_length=40)]
+Phone = Annotated[str, StringConstraints(pattern=r"^\+?[0-9][0-9 -]{5,19}$")]
+
+
+class Origin(StrEnum):
+    BEIJING = "beijing"
+    TIANJIN = "tianjin"
+    OTHER = "other"
+
+
+class Language(StrEnum):
+    ZH = "zh"
+    EN = "en"
+
+
+class Category(StrEnum):
+    """The four kinds of problem the park's 24-hour promise covers."""
+
+    ADMINISTRATIVE = "administrative"
+    PRODUCTION = "production"
+    MANAGEMENT = "management"
+    DAILY_LIFE = "daily_life"
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Enterprise(Contract):
+    id: EnterpriseId
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    origin: Origin
+    zhongguancun_certified: bool
+
+
+class Contact(Contract):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+    phone: Phone
+    email: EmailStr
+    language: Language
+
+
+class Ticket(Contract):
+    """What the enterprise reported, as intake accepted it."""
+
+    ticket_id: TicketId
+    enterprise: Enterprise
+    contact: Contact
+    category: Category
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+    submitted_at: AwareDatetime
+    resolution_due_at: AwareDatetime
+
+
+class Event(Contract):
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    type: str
+    schema_version: int
+    occurred_at: AwareDatetime = Field(default_factory=lambda: datetime.now(UTC))
+    ticket_id: TicketId
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+    event_type: ClassVar[str]
+    """The `type` literal of a concrete event; the registry is built from it."""
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+    def caused(self, event_type: type["AnyEvent"], **fields: Any) -> "AnyEvent":
+        """A follow-up event of this one's ticket that keeps its correlation id."""
+        return event_type(ticket_id=self.ticket_id, correlation_id=self.correlation_id, **fields)
+
+    @classmethod
+    def derived_id(cls, *parts: object) -> uuid.UUID:
+        """A deterministic event id, so that re-emitting after a crash yields the same event."""
+        return uuid.uuid5(uuid.NAMESPACE_URL, "parkdesk:" + ":".join(str(p) for p in parts))
+
+
+# --- ticket lifecycle, on <namespace>.tickets -------------------------------------------
+
+
+class TicketSubmitted(Event):
+    event_type: ClassVar[str] = "ticket.submitted"
+    type: Literal["ticket.submitted"] = "ticket.submitted"
+    schema_version: Literal[1] = 1
+    ticket: Ticket
+
+
+class TicketRouted(Event):
+    event_type: ClassVar[str] = "ticket.routed"
+    type: Literal["ticket.routed"] = "ticket.routed"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    reason: Annotated[str, StringConstraints(max_length=500)]
+    rule_id: str | None = None
+    matched_terms: tuple[str, ...] = ()
+    submitted_at: AwareDatetime
+    resolution_due_at: AwareDatetime
+
+
+# --- the ticket as a department receives it, on <namespace>.dept.<code> -----------------
+
+
+class TicketAssigned(Event):
+    """The full ticket a department needs to start work, published on its own topic."""
+
+    event_type: ClassVar[str] = "ticket.assigned"
+    type: Literal["ticket.assigned"] = "ticket.assigned"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    reason: Annotated[str, StringConstraints(max_length=500)]
+    ticket: Ticket
+
+
+# --- the clock, on <namespace>.sla ------------------------------------------------------
+
+
+class SlaStarted(Event):
+    event_type: ClassVar[str] = "sla.started"
+    type: Literal["sla.started"] = "sla.started"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    started_at: AwareDatetime
+    resolution_due_at: AwareDatetime
+    first_response_due_at: AwareDatetime
+
+
+class SlaWarning(Event):
+    event_type: ClassVar[str] = "sla.warning"
+    type: Literal["sla.warning"] = "sla.warning"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    threshold: Annotated[float, Field(gt=0, lt=1)]
+    resolution_due_at: AwareDatetime
+    remaining_seconds: float
+
+
+class SlaBreached(Event):
+    event_type: ClassVar[str] = "sla.breached"
+    type: Literal["sla.breached"] = "sla.breached"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    escalated_to: DepartmentCode
+    resolution_due_at: AwareDatetime
+    overdue_seconds: float
+
+
+# --- deliveries, on <namespace>.notifications -------------------------------------------
+
+
+class Channel(StrEnum):
+    INBOX = "inbox"
+    WEBHOOK = "webhook"
+
+
+class NotificationSent(Event):
+    event_type: ClassVar[str] = "notification.sent"
+    type: Literal["notification.sent"] = "notification.sent"
+    schema_version: Literal[1] = 1
+    notification_id: str
+    recipient: str
+    channel: Channel
+    trigger_event_id: uuid.UUID
+    trigger_type: str
+
+
+AnyEvent = (
+    TicketSubmitted
+    | TicketRouted
+    | TicketAssigned
+    | SlaStarted
+    | SlaWarning
+    | SlaBreached
+    | NotificationSent
+)
+
+EVENT_MODELS: dict[tuple[str, int], type[Event]] = {
+    (model.event_type, 1): model
+    for model in (
+        TicketSubmitted,
+        TicketRouted,
+        TicketAssigned,
+        SlaStarted,
+        SlaWarning,
+        SlaBreached,
+        NotificationSent,
+    )
+}
+
+
+class UndecodableEvent(ValueError):
+    """A record that no version of this code can ever process: it belongs in the dead letters."""
+
+
+def decode_event(raw: bytes) -> Event:
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UndecodableEvent(f"not JSON: {exc}") from None
+    if not isinstance(document, dict):
+        raise UndecodableEvent("not a JSON object")
+    key = (document.get("type"), document.get("schema_version"))
+    model = EVENT_MODELS.get(key)  # type: ignore[arg-type]
+    if model is None:
+        raise UndecodableEvent(f"unknown event type or schema version: {key[0]!r} v{key[1]!r}")
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        raise UndecodableEvent(f"invalid {key[0]} v{key[1]}: {_summary(exc)}") from None
+
+
+def _summary(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
+    )
+

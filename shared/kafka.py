@@ -1,0 +1,180 @@
+"""Kafka plumbing every service uses: a durable producer, and a consumer that gives each
+handler at-least-once delivery, retries and a dead-letter topic.
+
+Why not FastStream's defaults: its Kafka acknowledgement commits before the handler runs
+(at-most-once), a nack re-seeks at once with no backoff, and there is no dead-letter topic.
+Here the offset is committed only after the handler returned, that is after its effect is stored;
+a store or broker outage is retried with backoff without skipping the record; a record that can
+never be processed goes to the dead-letter topic with the reason, and the partition moves on.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiokafka import ConsumerRecord
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from pymongo.errors import ConnectionFailure
+
+from shared.events import Event, UndecodableEvent, decode_event
+from shared.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Event)
+
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    ConnectionFailure,
+    KafkaError,
+    ConnectionError,
+    TimeoutError,
+)
+"""Failures of the store or broker that pass: retried until they do, never dead-lettered."""
+
+HANDLER_ATTEMPTS = 3
+"""Attempts for an unexpected handler error before the record is dead-lettered."""
+
+
+def make_broker(settings: CommonSettings, service: str) -> KafkaBroker:
+    # acks=all with idempotence: an event is confirmed only once every in-sync replica has it,
+    # and a producer retry cannot write it twice or out of order.
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"parkdesk-{service}",
+        acks="all",
+        enable_idempotence=True,
+        logger=logging.getLogger(f"parkdesk.{service}.kafka"),
+    )
+
+
+def event_headers(event: Event) -> dict[str, str]:
+    return {
+        "event-id": str(event.event_id),
+        "event-type": event.type,
+        "schema-version": str(event.schema_version),
+        "correlation-id": event.correlation_id,
+    }
+
+
+async def publish(broker: KafkaBroker, topic: str, event: Event) -> None:
+    """Publish and wait until the broker has it: callers store or acknowledge only after this."""
+    await broker.publish(
+        event.to_json(),
+        topic,
+        key=event.ticket_id.encode(),
+        headers=event_headers(event),
+        correlation_id=event.correlation_id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a consumed event came from; sla keys its clocks by partition."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+Handler = Callable[[Any, Source], Awaitable[None]]
+
+
+class EventConsumer:
+    """One consumer group member over some topics, dispatching events to handlers by type.
+
+    Event types without a handler are acknowledged and skipped: every service sees the whole
+    ticket stream and cares about part of it.
+    """
+
+    def __init__(
+        self,
+        broker: KafkaBroker,
+        settings: CommonSettings,
+        service: str,
+        topics: list[str],
+        listener: ConsumerRebalanceListener | None = None,
+    ) -> None:
+        self._broker = broker
+        self._dead_letters = settings.topics.dead_letters
+        self._service = service
+        self._handlers: dict[type[Event], Handler] = {}
+        self.stopping = asyncio.Event()
+
+        @broker.subscriber(
+            *topics,
+            group_id=f"{settings.namespace}-{service}",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            auto_offset_reset="earliest",
+            listener=listener,
+        )
+        async def on_record(message: KafkaMessage) -> None:
+            await self.process(message.raw_message)  # type: ignore[arg-type]
+
+    def on(self, model: type[E], handler: Callable[[E, Source], Awaitable[None]]) -> None:
+        self._handlers[model] = handler
+
+    async def process(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        source = Source(record.topic, record.partition, record.offset)
+        try:
+            event = decode_event(record.value or b"")
+        except UndecodableEvent as exc:
+            await self.dead_letter(record, str(exc))
+            return
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            await self._run(handler, event, record, source)
+
+    async def _run(
+        self, handler: Handler, event: Event, record: ConsumerRecord[bytes, bytes], source: Source
+    ) -> None:
+        transient_failures = 0
+        handler_failures = 0
+        while True:
+            try:
+                await handler(event, source)
+                return
+            except TRANSIENT_ERRORS as exc:
+                transient_failures += 1
+                delay = backoff_seconds(transient_failures)
+                log.warning(
+                    "transient failure on %s %s (attempt %d), retrying in %.1fs: %r",
+                    event.type, event.event_id, transient_failures, delay, exc,
+                )
+                await asyncio.sleep(delay)
+            except Exception as exc:
+                handler_failures += 1
+                log.exception("handler failed on %s %s", event.type, event.event_id)
+                if handler_failures >= HANDLER_ATTEMPTS:
+                    await self.dead_letter(record, f"handler failed: {type(exc).__name__}: {exc}")
+                    return
+                await asyncio.sleep(backoff_seconds(handler_failures))
+
+    async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
+        log.error(
+            "dead-lettering %s[%d]@%d: %s", record.topic, record.partition, record.offset, reason
+        )
+        headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+        headers.update(
+            {
+                "dlt-reason": reason[:2000],
+                "dlt-service": self._service,
+                "dlt-source-topic": record.topic,
+                "dlt-source-partition": str(record.partition),
+                "dlt-source-offset": str(record.offset),
+            }
+        )
+        await self._broker.publish(
+            record.value or b"", self._dead_letters, key=record.key, headers=headers
+        )
+
+
+def backoff_seconds(attempt: int, base: float = 0.2, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter, so that many consumers do not retry in step."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))  # noqa: S311

@@ -1,0 +1,34 @@
+"""Configuration every service shares, read from PARKDESK_* environment variables."""
+
+from typing import Annotated
+
+from pydantic import Field, SecretStr, StringConstraints
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.topics import Topics
+
+Namespace = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARKDESK_", extra="ignore")
+
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
+    namespace: Namespace = Field(
+        default="parkdesk",
+        description="Prefix of every topic and database, so that test runs never share state.",
+    )
+    auth_secret: SecretStr = Field(
+        description="HMAC key that signs and verifies API credentials; at least 32 characters.",
+        min_length=32,
+    )
+    http_host: str = "127.0.0.1"
+    log_level: str = "INFO"
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(self.namespace)
+
+    def database_name(self, service: str) -> str:
+        return f"{self.namespace}_{service}"

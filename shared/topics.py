@@ -1,0 +1,59 @@
+"""Topic names and their layout: the public interface that departments and SREs read.
+
+Partitions are set on purpose: a topic's partition count bounds how many instances of a consumer
+group share its load, and every ticket event is keyed by ticket id so one ticket stays on one
+partition, in order.
+"""
+
+from dataclasses import dataclass
+
+from shared.departments import DEPARTMENTS
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    retention_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic name of one namespace (`parkdesk` in production; a fresh one per test run)."""
+
+    namespace: str
+
+    @property
+    def tickets(self) -> str:
+        return f"{self.namespace}.tickets"
+
+    @property
+    def sla(self) -> str:
+        return f"{self.namespace}.sla"
+
+    @property
+    def notifications(self) -> str:
+        return f"{self.namespace}.notifications"
+
+    @property
+    def dead_letters(self) -> str:
+        return f"{self.namespace}.deadletter"
+
+    def department(self, code: str) -> str:
+        return f"{self.namespace}.dept.{code}"
+
+    def specs(self) -> list[TopicSpec]:
+        return [
+            # Six partitions: up to six instances of each consumer group of ticket events.
+            TopicSpec(self.tickets, partitions=6, retention_ms=30 * DAY_MS),
+            TopicSpec(self.sla, partitions=3, retention_ms=30 * DAY_MS),
+            TopicSpec(self.notifications, partitions=3, retention_ms=7 * DAY_MS),
+            # Dead letters wait for a person; keep them long and in one ordered log.
+            TopicSpec(self.dead_letters, partitions=1, retention_ms=90 * DAY_MS),
+            *(
+                TopicSpec(self.department(code), partitions=3, retention_ms=30 * DAY_MS)
+                for code in DEPARTMENTS
+            ),
+        ]
