@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     AwareDatetime,
@@ -68,15 +68,20 @@ class Contact(Contract):
     language: Language
 
 
-class Ticket(Contract):
-    """What the enterprise reported, as intake accepted it."""
+class TicketContent(Contract):
+    """What an enterprise reports: the body a frontend POSTs to open a ticket."""
 
-    ticket_id: TicketId
     enterprise: Enterprise
     contact: Contact
     category: Category
     subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     description: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class Ticket(TicketContent):
+    """A ticket as intake accepted it."""
+
+    ticket_id: TicketId
     submitted_at: AwareDatetime
     resolution_due_at: AwareDatetime
 
@@ -94,10 +99,6 @@ class Event(Contract):
 
     def to_json(self) -> bytes:
         return self.model_dump_json().encode()
-
-    def caused(self, event_type: type["AnyEvent"], **fields: Any) -> "AnyEvent":
-        """A follow-up event of this one's ticket that keeps its correlation id."""
-        return event_type(ticket_id=self.ticket_id, correlation_id=self.correlation_id, **fields)
 
     @classmethod
     def derived_id(cls, *parts: object) -> uuid.UUID:
@@ -242,4 +243,3 @@ def _summary(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()[:5]
     )
-

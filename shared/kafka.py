@@ -51,6 +51,8 @@ def make_broker(settings: CommonSettings, service: str) -> KafkaBroker:
         acks="all",
         enable_idempotence=True,
         logger=logging.getLogger(f"parkdesk.{service}.kafka"),
+        # Per-record "Received"/"Processed" lines at DEBUG, not INFO.
+        log_level=logging.DEBUG,
     )
 
 
@@ -115,7 +117,7 @@ class EventConsumer:
             listener=listener,
         )
         async def on_record(message: KafkaMessage) -> None:
-            await self.process(message.raw_message)  # type: ignore[arg-type]
+            await self.process(message.raw_message)
 
     def on(self, model: type[E], handler: Callable[[E, Source], Awaitable[None]]) -> None:
         self._handlers[model] = handler
@@ -145,7 +147,11 @@ class EventConsumer:
                 delay = backoff_seconds(transient_failures)
                 log.warning(
                     "transient failure on %s %s (attempt %d), retrying in %.1fs: %r",
-                    event.type, event.event_id, transient_failures, delay, exc,
+                    event.type,
+                    event.event_id,
+                    transient_failures,
+                    delay,
+                    exc,
                 )
                 await asyncio.sleep(delay)
             except Exception as exc:

@@ -7,6 +7,7 @@ races are settled by inserts on unique keys: a duplicate key means "already done
 from typing import Any
 
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
@@ -17,7 +18,9 @@ Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 
 
-def connect(settings: CommonSettings, service: str) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
+def connect(
+    settings: CommonSettings, service: str
+) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
     client: AsyncMongoClient[Document] = AsyncMongoClient(
         settings.mongodb_url.get_secret_value(),
         w="majority",
@@ -36,3 +39,12 @@ def is_duplicate_key(exc: Exception) -> bool:
         errors = exc.details.get("writeErrors", [])
         return bool(errors) and all(error.get("code") == DUPLICATE_KEY for error in errors)
     return False
+
+
+async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:
+    """Inserts the document; False if one with its key exists already (the work is done)."""
+    try:
+        await collection.insert_one(document)
+        return True
+    except DuplicateKeyError:
+        return False

@@ -11,6 +11,8 @@ Namespace = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
 
 
 class CommonSettings(BaseSettings):
+    """Where the broker and the store are, and which namespace of topics and databases to use."""
+
     model_config = SettingsConfigDict(env_prefix="PARKDESK_", extra="ignore")
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
@@ -19,12 +21,7 @@ class CommonSettings(BaseSettings):
         default="parkdesk",
         description="Prefix of every topic and database, so that test runs never share state.",
     )
-    auth_secret: SecretStr = Field(
-        description="HMAC key that signs and verifies API credentials; at least 32 characters.",
-        min_length=32,
-    )
-    http_host: str = "127.0.0.1"
-    log_level: str = "INFO"
+    topic_replication_factor: int = Field(default=1, ge=1)
 
     @property
     def topics(self) -> Topics:
@@ -32,3 +29,13 @@ class CommonSettings(BaseSettings):
 
     def database_name(self, service: str) -> str:
         return f"{self.namespace}_{service}"
+
+
+class ServiceSettings(CommonSettings):
+    """What a running service needs besides: its HTTP listener and the credential key."""
+
+    auth_secret: SecretStr = Field(
+        description="HMAC key that signs and verifies API credentials.", min_length=32
+    )
+    http_host: str = "127.0.0.1"
+    log_level: str = "INFO"

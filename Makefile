@@ -1,0 +1,65 @@
+# parkdesk — `make run` brings the suite up, `make test` runs every test. Both install what they need.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+INFRA := deploy/local/infra.sh
+
+.PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@echo "[venv] installing the locked dependencies into $(VENV)..."
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	@$(BIN)/uv pip sync -q --python $(BIN)/python --require-hashes requirements.lock
+	@$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.installed
+
+infra: venv ## install (first run) and start local Kafka and FerretDB, create the topics
+	@$(INFRA) up
+	@$(BIN)/parkdesk-admin provision-topics
+
+infra-down: ## stop local Kafka and FerretDB
+	@$(INFRA) down
+
+infra-status:
+	@$(INFRA) status
+
+run: infra ## start the four services; Ctrl-C stops them
+	@$(BIN)/python deploy/local/run.py
+
+test: infra check ## lint, type-check and run every test against real Kafka and FerretDB
+	@$(BIN)/pytest
+
+unit: venv ## only the tests that need no infrastructure
+	@$(BIN)/pytest tests/unit
+
+integration: infra
+	@$(BIN)/pytest tests/integration
+
+check: lint typecheck
+
+lint: venv
+	@$(BIN)/ruff check .
+	@$(BIN)/ruff format --check .
+
+typecheck: venv
+	@$(BIN)/mypy
+
+fmt: venv
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+lock: venv ## re-resolve requirements.lock from pyproject.toml
+	@$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

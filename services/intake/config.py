@@ -1,0 +1,14 @@
+from pydantic import Field
+
+from shared.settings import ServiceSettings
+
+
+class IntakeSettings(ServiceSettings):
+    http_port: int = 8000
+    resolution_target_seconds: float = Field(
+        default=24 * 3600, gt=0, description="The promise: resolved within this long of submission."
+    )
+    relay_batch_size: int = Field(default=500, ge=1)
+    relay_idle_seconds: float = Field(
+        default=1.0, gt=0, description="How often the outbox is swept when nothing woke the relay."
+    )

@@ -1,0 +1,3 @@
+from services.notify.main import run
+
+run()

@@ -1,0 +1,19 @@
+from pydantic import Field, SecretStr
+
+from shared.settings import ServiceSettings
+
+
+class NotifySettings(ServiceSettings):
+    http_port: int = 8003
+    webhook_url: str | None = Field(
+        default=None, description="Where department and supervision notifications are POSTed."
+    )
+    webhook_secret: SecretStr | None = Field(default=None, min_length=16)
+    webhook_attempts: int = Field(default=5, ge=1)
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    webhook_backoff_base_seconds: float = Field(default=0.5, gt=0)
+    contact_wait_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="How long an SLA event waits for its ticket's contact to be learned.",
+    )

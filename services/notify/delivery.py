@@ -1,0 +1,187 @@
+"""Delivery, off the consumer's path: the consumer stores a notification and hands it here, so a
+slow webhook never stalls a partition.
+
+A webhook is an HTTP POST of the notification as JSON, signed with HMAC-SHA256 over
+`<timestamp>.<body>` (headers `X-Parkdesk-Timestamp`, `X-Parkdesk-Signature: sha256=<hex>`).
+5xx answers and timeouts are retried with exponential backoff and jitter; a 4xx is final. A
+notification that cannot be delivered is marked failed and recorded on the dead-letter topic
+with the reason. Each delivery is announced with `notification.sent`.
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+import httpx
+from faststream.kafka import KafkaBroker
+
+from services.notify.store import Notification, NotifyStore
+from shared.events import Channel, Event, NotificationSent
+from shared.kafka import backoff_seconds, publish
+from shared.topics import Topics
+
+log = logging.getLogger("parkdesk.notify.delivery")
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    url: str
+    secret: str
+    attempts: int
+    timeout_seconds: float
+    backoff_base_seconds: float
+
+
+class DeliveryFailed(Exception):
+    def __init__(self, reason: str, retryable: bool, attempts: int = 1) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
+        self.attempts = attempts
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: NotifyStore,
+        broker: KafkaBroker,
+        topics: Topics,
+        webhook: WebhookTarget | None,
+        now: Callable[[], datetime],
+        concurrency: int = 32,
+    ) -> None:
+        self._store = store
+        self._broker = broker
+        self._topics = topics
+        self._webhook = webhook
+        self._now = now
+        self._slots = asyncio.Semaphore(concurrency)
+        self._in_flight: dict[str, asyncio.Task[None]] = {}
+        self._http = httpx.AsyncClient(timeout=webhook.timeout_seconds if webhook else 10)
+
+    def submit(self, notification: Notification) -> None:
+        if notification.id not in self._in_flight:
+            task = asyncio.create_task(self._deliver(notification))
+            self._in_flight[notification.id] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(notification.id, None))
+
+    async def recover(self, owners: Iterable[str]) -> None:
+        """Resumes what a previous owner of these partitions stored but did not deliver."""
+        for notification in await self._store.pending(owners):
+            self.submit(notification)
+
+    async def close(self) -> None:
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        await self._http.aclose()
+
+    async def _deliver(self, notification: Notification) -> None:
+        async with self._slots:
+            try:
+                attempts = await self._send(notification)
+            except DeliveryFailed as failure:
+                await self._give_up(notification, str(failure), failure.attempts)
+                return
+            except Exception as exc:
+                log.exception("delivering %s failed", notification.id)
+                await self._give_up(notification, f"{type(exc).__name__}: {exc}", 1)
+                return
+            await publish(self._broker, self._topics.notifications, sent_event(notification))
+            await self._store.mark_delivered(notification.id, attempts, self._now())
+
+    async def _send(self, notification: Notification) -> int:
+        if notification.channel is Channel.INBOX:
+            return 1  # Stored is delivered: the inbox is read from the store.
+        if self._webhook is None:
+            raise DeliveryFailed("no webhook configured", retryable=False)
+        target = self._webhook
+        for attempt in range(1, target.attempts + 1):
+            try:
+                await self._post(target, notification)
+                return attempt
+            except DeliveryFailed as failure:
+                if not failure.retryable or attempt == target.attempts:
+                    raise DeliveryFailed(
+                        f"{failure} (after {attempt} attempt{'s' if attempt > 1 else ''})",
+                        retryable=False,
+                        attempts=attempt,
+                    ) from None
+                await self._store.note_attempt(notification.id, attempt, str(failure))
+                await asyncio.sleep(backoff_seconds(attempt, base=target.backoff_base_seconds))
+        raise AssertionError("unreachable")
+
+    async def _post(self, target: WebhookTarget, notification: Notification) -> None:
+        body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
+        timestamp = str(int(time.time()))
+        try:
+            response = await self._http.post(
+                target.url,
+                content=body,
+                headers={
+                    "Content-Type": "application/json; charset=utf-8",
+                    "X-Parkdesk-Timestamp": timestamp,
+                    "X-Parkdesk-Signature": sign(target.secret, timestamp, body),
+                    "X-Parkdesk-Notification-Id": notification.id,
+                },
+            )
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
+        if response.status_code >= 500:
+            raise DeliveryFailed(f"HTTP {response.status_code}", retryable=True)
+        if response.status_code >= 400:
+            raise DeliveryFailed(f"HTTP {response.status_code}", retryable=False)
+
+    async def _give_up(self, notification: Notification, reason: str, attempts: int) -> None:
+        log.error("notification %s undeliverable: %s", notification.id, reason)
+        await self._store.mark_failed(notification.id, attempts, reason, self._now())
+        body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
+        await self._broker.publish(
+            body,
+            self._topics.dead_letters,
+            key=notification.ticket_id.encode(),
+            headers={
+                "dlt-reason": reason[:2000],
+                "dlt-service": "notify",
+                "dlt-notification-id": notification.id,
+            },
+        )
+
+
+def webhook_body(notification: Notification) -> dict[str, str]:
+    """The documented webhook payload."""
+    return {
+        "notification_id": notification.id,
+        "ticket_id": notification.ticket_id,
+        "recipient": notification.recipient,
+        "language": notification.language.value,
+        "subject": notification.subject,
+        "body": notification.body,
+        "trigger_type": notification.trigger_type,
+        "trigger_event_id": notification.trigger_event_id,
+        "correlation_id": notification.correlation_id,
+    }
+
+
+def sent_event(notification: Notification) -> NotificationSent:
+    return NotificationSent(
+        event_id=Event.derived_id(notification.id, "sent"),
+        ticket_id=notification.ticket_id,
+        correlation_id=notification.correlation_id,
+        notification_id=notification.id,
+        recipient=notification.recipient,
+        channel=notification.channel,
+        trigger_event_id=uuid.UUID(notification.trigger_event_id),
+        trigger_type=notification.trigger_type,
+    )

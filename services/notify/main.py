@@ -1,0 +1,76 @@
+"""notify: tells enterprises, departments and supervisors, once, on every channel."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+
+from fastapi import FastAPI
+
+from services.notify.config import NotifySettings
+from services.notify.delivery import Dispatcher, WebhookTarget
+from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
+from services.notify.store import NotifyStore
+from shared import service
+from shared.auth import Authenticator
+from shared.events import SlaBreached, SlaWarning, TicketRouted, TicketSubmitted
+from shared.kafka import EventConsumer, make_broker
+from shared.mongo import connect
+
+NAME = "notify"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create(settings: NotifySettings) -> FastAPI:
+    client, database = connect(settings, NAME)
+    store = NotifyStore(database)
+    broker = make_broker(settings, NAME)
+    webhook = None
+    if settings.webhook_url:
+        if settings.webhook_secret is None:
+            raise ValueError("PARKDESK_WEBHOOK_SECRET is required with PARKDESK_WEBHOOK_URL")
+        webhook = WebhookTarget(
+            url=settings.webhook_url,
+            secret=settings.webhook_secret.get_secret_value(),
+            attempts=settings.webhook_attempts,
+            timeout_seconds=settings.webhook_timeout_seconds,
+            backoff_base_seconds=settings.webhook_backoff_base_seconds,
+        )
+    dispatcher = Dispatcher(store, broker, settings.topics, webhook, utc_now)
+    handlers = EventHandlers(
+        store, dispatcher, webhook is not None, settings.contact_wait_seconds, utc_now
+    )
+    consumer = EventConsumer(
+        broker,
+        settings,
+        NAME,
+        [settings.topics.tickets, settings.topics.sla],
+        listener=DeliveryOwnership(dispatcher),
+    )
+    consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
+    consumer.on(TicketRouted, handlers.on_ticket_routed)
+    consumer.on(SlaWarning, handlers.on_sla_warning)
+    consumer.on(SlaBreached, handlers.on_sla_breached)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await store.ensure_indexes()
+        await broker.start()
+        try:
+            yield
+        finally:
+            await dispatcher.close()
+            await broker.stop()
+            await client.close()
+
+    app = service.create_app(NAME, lifespan, "Notifications and the in-app inbox.")
+    app.include_router(routes(store, Authenticator(settings.auth_secret.get_secret_value())))
+    return app
+
+
+def run() -> None:
+    settings = NotifySettings()
+    service.configure_logging(settings.log_level)
+    service.run(create(settings), settings.http_host, settings.http_port, settings.log_level)

@@ -1,0 +1,3 @@
+from services.sla.main import run
+
+run()

@@ -1,0 +1,177 @@
+import asyncio
+import json
+import secrets
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import SecretStr
+from pymongo import AsyncMongoClient
+
+from shared.admin import provision_topics
+from shared.auth import Role, issue_credential
+from shared.settings import CommonSettings
+from tests.harness import Infra, infrastructure
+
+AUTH_SECRET = secrets.token_hex(32)
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with infrastructure() as found:
+        yield found
+
+
+@pytest.fixture(scope="session")
+async def settings(infra: Infra) -> AsyncIterator[CommonSettings]:
+    """A namespace of topics and databases of this test run's own, removed afterwards."""
+    namespace = "t" + secrets.token_hex(4)
+    settings = CommonSettings(
+        kafka_bootstrap_servers=infra.kafka_bootstrap_servers,
+        mongodb_url=SecretStr(infra.mongodb_url),
+        namespace=namespace,
+    )
+    await provision_topics(settings)
+    yield settings
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([spec.name for spec in settings.topics.specs()])
+    finally:
+        await admin.close()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
+    for name in await client.list_database_names():
+        if name.startswith(namespace + "_"):
+            await client.drop_database(name)
+    await client.close()
+
+
+@pytest.fixture(scope="session")
+def service_env(settings: CommonSettings) -> dict[str, str]:
+    return {
+        "PARKDESK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
+        "PARKDESK_NAMESPACE": settings.namespace,
+        "PARKDESK_AUTH_SECRET": AUTH_SECRET,
+    }
+
+
+@pytest.fixture(scope="session")
+def credential() -> Callable[[Role, str], dict[str, str]]:
+    def headers(role: Role, subject: str) -> dict[str, str]:
+        token = issue_credential(AUTH_SECRET, role, subject, timedelta(hours=1))
+        return {"Authorization": f"Bearer {token}"}
+
+    return headers
+
+
+@pytest.fixture(scope="session")
+async def mongo(infra: Infra) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url, tz_aware=True)
+    yield client
+    await client.close()
+
+
+class TopicWatcher:
+    """A plain Kafka consumer (no group, from the start) that keeps every record it reads."""
+
+    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+        self._consumer = AIOKafkaConsumer(
+            *topics,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        self.records: list[ConsumerRecord[bytes, bytes]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for record in self._consumer:
+            self.records.append(record)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        await self._consumer.stop()
+
+    def events(
+        self, topic: str | None = None, ticket_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        found = []
+        for record in self.records:
+            if topic and record.topic != topic:
+                continue
+            try:
+                event = json.loads(record.value or b"")
+            except ValueError:
+                continue
+            if ticket_id is None or event.get("ticket_id") == ticket_id:
+                found.append(event)
+        return found
+
+    async def wait_for(
+        self, predicate: Callable[["TopicWatcher"], bool], within: float, what: str
+    ) -> None:
+        deadline = asyncio.get_running_loop().time() + within
+        while not predicate(self):
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out after {within} s waiting for {what}")
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def watch(settings: CommonSettings) -> AsyncIterator[Callable[..., Any]]:
+    watchers: list[TopicWatcher] = []
+
+    async def start(*topics: str) -> TopicWatcher:
+        watcher = TopicWatcher(settings.kafka_bootstrap_servers, list(topics))
+        await watcher.start()
+        watchers.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in watchers:
+        await watcher.stop()
+
+
+async def committed_offset(bootstrap: str, group: str, topic: str, partition: int) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    found = offsets.get(TopicPartition(topic, partition))
+    return found.offset if found else -1
+
+
+async def wait_committed_past(
+    settings: CommonSettings,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    within: float = 30,
+) -> None:
+    """Waits until the consumer group has committed beyond `offset`: it processed that record."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (
+        await committed_offset(settings.kafka_bootstrap_servers, group, topic, partition) <= offset
+    ):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{group} did not get past {topic}[{partition}]@{offset}")
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        yield client

@@ -1,0 +1,304 @@
+"""One ticket through intake → routing → sla → notify, each a real process, on the real broker
+and store; observed from outside with a plain Kafka consumer, the stores and a webhook receiver."""
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiokafka import AIOKafkaProducer
+from pymongo import AsyncMongoClient
+
+from shared.auth import Role
+from shared.settings import CommonSettings
+from tests.conftest import TopicWatcher, wait_committed_past
+from tests.harness import ServiceProcess, WebhookReceiver
+
+pytestmark = pytest.mark.integration
+
+SLA_SECONDS = 6.0
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+@dataclass
+class Suite:
+    intake: ServiceProcess
+    routing: ServiceProcess
+    sla: ServiceProcess
+    notify: ServiceProcess
+    webhook: WebhookReceiver
+
+    @property
+    def processes(self) -> list[ServiceProcess]:
+        return [self.intake, self.routing, self.sla, self.notify]
+
+
+@pytest.fixture(scope="module")
+def suite(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+    logs = tmp_path_factory.mktemp("service-logs")
+    with WebhookReceiver() as webhook:
+        env = {
+            **service_env,
+            "PARKDESK_RESOLUTION_TARGET_SECONDS": str(SLA_SECONDS),
+            "PARKDESK_FIRST_RESPONSE_TARGET_SECONDS": str(SLA_SECONDS / 3),
+            "PARKDESK_WEBHOOK_URL": webhook.url,
+            "PARKDESK_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "PARKDESK_WEBHOOK_BACKOFF_BASE_SECONDS": "0.05",
+        }
+        suite = Suite(
+            intake=ServiceProcess("intake", env, logs),
+            routing=ServiceProcess("routing", env, logs),
+            sla=ServiceProcess("sla", env, logs),
+            notify=ServiceProcess("notify", env, logs),
+            webhook=webhook,
+        )
+        for process in suite.processes:
+            process.start()
+        try:
+            for process in suite.processes:
+                process.wait_ready()
+            yield suite
+        finally:
+            for process in suite.processes:
+                process.stop()
+        _print_logs_on_failure(logs)
+
+
+def _print_logs_on_failure(logs: Path) -> None:
+    for log in sorted(logs.glob("*.log")):
+        text = log.read_text(errors="replace")
+        if "Traceback" in text:
+            print(f"--- {log.name} ---\n{text[-4000:]}")
+
+
+def ticket_body(
+    subject: str, description: str, language: str = "zh", enterprise_id: str = "E-acme"
+) -> dict[str, Any]:
+    return {
+        "enterprise": {
+            "id": enterprise_id,
+            "name": "Acme Robotics 艾克美机器人",
+            "origin": "beijing",
+            "zhongguancun_certified": True,
+        },
+        "contact": {
+            "name": "李娜",
+            "phone": "+86 138 0000 0000",
+            "email": "li.na@example.com",
+            "language": language,
+        },
+        "category": "daily_life",
+        "subject": subject,
+        "description": description,
+    }
+
+
+async def submit(
+    http: httpx.AsyncClient,
+    suite: Suite,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    key: str | None = None,
+) -> httpx.Response:
+    return await http.post(
+        f"{suite.intake.url}/v1/tickets",
+        json=body,
+        headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+async def test_ticket_travels_the_whole_pipeline(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(
+        topics.department("bj-education"), topics.sla, topics.tickets, topics.notifications
+    )
+    frontend = credential(Role.FRONTEND, "park-portal")
+
+    answer = await submit(
+        http,
+        suite,
+        frontend,
+        ticket_body(
+            "孩子学籍问题",
+            "我们公司从北京搬到天津，员工孩子的北京学籍 (student registration) 如何保留？",
+        ),
+    )
+
+    assert answer.status_code == 202, answer.text
+    ticket_id = answer.json()["ticket_id"]
+    assert answer.json()["status"] == "submitted"
+
+    # Routed to the Beijing education commission, on its own topic, as a full ticket.
+    await watcher.wait_for(
+        lambda w: bool(w.events(topics.department("bj-education"), ticket_id)),
+        15,
+        "the ticket on parkdesk.dept.bj-education",
+    )
+    assigned = watcher.events(topics.department("bj-education"), ticket_id)[0]
+    assert assigned["type"] == "ticket.assigned"
+    assert assigned["ticket"]["contact"]["language"] == "zh"
+    assert "学籍" in assigned["reason"]
+
+    # The clock: started, three warnings in order, then the breach escalated to supervision.
+    expected = ["sla.started", "sla.warning", "sla.warning", "sla.warning", "sla.breached"]
+    await watcher.wait_for(
+        lambda w: len(w.events(topics.sla, ticket_id)) >= len(expected),
+        SLA_SECONDS + 20,
+        "the SLA warnings and breach",
+    )
+    sla_events = watcher.events(topics.sla, ticket_id)
+    assert [e["type"] for e in sla_events] == expected
+    assert [e["threshold"] for e in sla_events if e["type"] == "sla.warning"] == [0.5, 0.75, 0.9]
+    breach = sla_events[-1]
+    assert breach["department"] == "bj-education"
+    assert breach["escalated_to"] == "park-supervision"
+    assert breach["occurred_at"] >= breach["resolution_due_at"]
+
+    # Notifications: recorded once each in notify's store, webhooks signed and received.
+    notifications = mongo[f"{settings.namespace}_notify"]["notifications"]
+    expected_inbox = Counter(
+        {
+            ("enterprise:E-acme", "ticket.submitted"): 1,
+            ("enterprise:E-acme", "ticket.routed"): 1,
+            ("department:bj-education", "ticket.routed"): 1,
+            ("department:bj-education", "sla.warning"): 3,
+            ("department:bj-education", "sla.breached"): 1,
+            ("department:park-supervision", "sla.breached"): 1,
+            ("enterprise:E-acme", "sla.breached"): 1,
+        }
+    )
+
+    async def inbox_counts() -> Counter[tuple[str, str]]:
+        cursor = notifications.find({"ticket_id": ticket_id, "channel": "inbox"})
+        return Counter([(d["recipient"], d["trigger_type"]) async for d in cursor])
+
+    await watcher.wait_for(
+        lambda w: len(w.events(topics.notifications, ticket_id)) >= 14,
+        20,
+        "notification.sent for every notification",
+    )
+    assert await inbox_counts() == expected_inbox
+    webhooks = [r for r in suite.webhook.requests if r.json()["ticket_id"] == ticket_id]
+    assert sorted(r.json()["recipient"] for r in webhooks) == sorted(
+        ["department:bj-education"] * 5 + ["department:park-supervision"]
+    )
+    for request in webhooks:
+        timestamp = request.headers["X-Parkdesk-Timestamp"]
+        signed = hmac.new(
+            WEBHOOK_SECRET.encode(), f"{timestamp}.".encode() + request.body, hashlib.sha256
+        ).hexdigest()
+        assert request.headers["X-Parkdesk-Signature"] == f"sha256={signed}"
+    statuses = {d["status"] async for d in notifications.find({"ticket_id": ticket_id})}
+    assert statuses == {"delivered"}
+
+    # The enterprise follows it: status, department and history from intake; its inbox.
+    enterprise = credential(Role.ENTERPRISE, "E-acme")
+    view = (await http.get(f"{suite.intake.url}/v1/tickets/{ticket_id}", headers=enterprise)).json()
+    assert view["status"] == "routed"
+    assert view["department"] == "bj-education"
+    assert [h["type"] for h in view["history"]] == ["ticket.submitted", "ticket.routed"]
+    inbox = (await http.get(f"{suite.notify.url}/v1/inbox", headers=enterprise)).json()
+    subjects = [item["subject"] for item in inbox["items"] if item["ticket_id"] == ticket_id]
+    assert f"工单 {ticket_id} 已受理" in subjects
+    assert inbox["unread"] >= 3
+
+
+async def test_same_idempotency_key_gives_the_same_ticket(
+    suite: Suite, http: httpx.AsyncClient, credential: Callable[[Role, str], dict[str, str]]
+) -> None:
+    frontend = credential(Role.FRONTEND, "park-portal")
+    body = ticket_body("Invoice question", "How do we issue VAT invoices in Tianjin?", "en")
+
+    first = await submit(http, suite, frontend, body, key="retry-1")
+    again = await submit(http, suite, frontend, body, key="retry-1")
+    different = await submit(http, suite, frontend, {**body, "subject": "Another"}, key="retry-1")
+
+    assert first.status_code == again.status_code == 202
+    assert again.json() == first.json()
+    assert different.status_code == 409
+
+
+async def test_redelivered_event_changes_nothing(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(topics.tickets, topics.department("tj-tax"), topics.sla)
+    answer = await submit(
+        http,
+        suite,
+        credential(Role.FRONTEND, "park-portal"),
+        ticket_body("增值税发票", "请问如何在天津开具增值税发票 (VAT invoice)?"),
+    )
+    ticket_id = answer.json()["ticket_id"]
+    await watcher.wait_for(
+        lambda w: len(w.events(topics.sla, ticket_id)) >= 2, 20, "the clock to start and warn"
+    )
+
+    async def snapshot() -> dict[str, Any]:
+        notify = mongo[f"{settings.namespace}_notify"]["notifications"]
+        return {
+            "decisions": await mongo[f"{settings.namespace}_routing"]["decisions"].count_documents(
+                {"_id": ticket_id}
+            ),
+            "clock": await mongo[f"{settings.namespace}_sla"]["clocks"].find_one(
+                {"_id": ticket_id}, {"started_at": 1, "resolution_due_at": 1}
+            ),
+            "notifications": await notify.count_documents({"ticket_id": ticket_id}),
+        }
+
+    before = await snapshot()
+    # Redeliver the ticket's submitted and routed events, byte for byte, as a broker would.
+    originals = [
+        r
+        for r in watcher.records
+        if r.topic == topics.tickets and json.loads(r.value or b"")["ticket_id"] == ticket_id
+    ]
+    assert {json.loads(r.value or b"")["type"] for r in originals} == {
+        "ticket.submitted",
+        "ticket.routed",
+    }
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        sent = [
+            await producer.send_and_wait(r.topic, r.value, key=r.key, headers=list(r.headers))
+            for r in originals
+        ]
+    finally:
+        await producer.stop()
+    # Wait until every consumer group has committed past the redelivered records.
+    last = sent[-1]
+    for service in ("intake", "routing", "sla", "notify"):
+        await wait_committed_past(
+            settings, f"{settings.namespace}-{service}", last.topic, last.partition, last.offset
+        )
+
+    assert await snapshot() == before
+    # Routing answered the redelivery with the very same events (same ids), nothing new.
+    routed_ids = {
+        e["event_id"]
+        for e in watcher.events(topics.tickets, ticket_id)
+        if e["type"] == "ticket.routed"
+    }
+    assigned_ids = {e["event_id"] for e in watcher.events(topics.department("tj-tax"), ticket_id)}
+    assert len(routed_ids) == 1
+    assert len(assigned_ids) == 1
