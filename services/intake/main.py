@@ -34,13 +34,16 @@ def create(settings: IntakeSettings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await store.ensure_indexes()
         await broker.start()
-        relaying = asyncio.create_task(relay.run(), name="outbox-relay")
+        relaying = None
+        if settings.relay_enabled:
+            relaying = asyncio.create_task(relay.run(), name="outbox-relay")
         try:
             yield
         finally:
-            relaying.cancel()
-            with suppress(asyncio.CancelledError):
-                await relaying
+            if relaying is not None:
+                relaying.cancel()
+                with suppress(asyncio.CancelledError):
+                    await relaying
             await broker.stop()
             await client.close()
 

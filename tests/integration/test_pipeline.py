@@ -1,9 +1,11 @@
 """One ticket through intake → routing → sla → notify, each a real process, on the real broker
 and store; observed from outside with a plain Kafka consumer, the stores and a webhook receiver."""
 
+import asyncio
 import hashlib
 import hmac
 import json
+import signal
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -302,3 +304,192 @@ async def test_redelivered_event_changes_nothing(
     assigned_ids = {e["event_id"] for e in watcher.events(topics.department("tj-tax"), ticket_id)}
     assert len(routed_ids) == 1
     assert len(assigned_ids) == 1
+
+
+async def test_tenants_see_only_their_own(
+    suite: Suite, http: httpx.AsyncClient, credential: Callable[[Role, str], dict[str, str]]
+) -> None:
+    owner = credential(Role.ENTERPRISE, "E-owner")
+    answer = await submit(
+        http, suite, owner, ticket_body("宿舍维修", "宿舍空调坏了", enterprise_id="E-owner")
+    )
+    assert answer.status_code == 202
+    url = f"{suite.intake.url}/v1/tickets/{answer.json()['ticket_id']}"
+
+    assert (await http.get(url, headers=owner)).status_code == 200
+    # Another enterprise may not learn that the ticket exists.
+    assert (await http.get(url, headers=credential(Role.ENTERPRISE, "E-other"))).status_code == 404
+    assert (await http.get(url)).status_code == 401
+    # Nor open tickets in another's name.
+    forged = await submit(
+        http,
+        suite,
+        credential(Role.ENTERPRISE, "E-other"),
+        ticket_body("x", "y", enterprise_id="E-owner"),
+    )
+    assert forged.status_code == 403
+    # A department reads its own inbox only.
+    inbox = f"{suite.notify.url}/v1/inbox"
+    tax = credential(Role.DEPARTMENT, "tj-tax")
+    assert (await http.get(inbox, headers=tax)).status_code == 200
+    other = await http.get(inbox, params={"recipient": "department:bj-hrss"}, headers=tax)
+    assert other.status_code == 404
+
+
+async def test_bad_input_gets_a_clear_4xx(
+    suite: Suite, http: httpx.AsyncClient, credential: Callable[[Role, str], dict[str, str]]
+) -> None:
+    frontend = credential(Role.FRONTEND, "park-portal")
+    body = ticket_body("s", "d")
+    body["contact"]["email"] = "not-an-email"
+    invalid = await submit(http, suite, frontend, body)
+    assert invalid.status_code == 422
+    assert ["body", "contact", "email"] in [e["loc"] for e in invalid.json()["detail"]]
+
+    extra = await submit(http, suite, frontend, {**ticket_body("s", "d"), "priority": "vip"})
+    assert extra.status_code == 422
+
+    no_key = await http.post(
+        f"{suite.intake.url}/v1/tickets", json=ticket_body("s", "d"), headers=frontend
+    )
+    assert no_key.status_code == 422
+    assert ["header", "idempotency-key"] in [e["loc"] for e in no_key.json()["detail"]]
+
+    huge = await submit(http, suite, frontend, ticket_body("s", "长" * 70_000))
+    assert huge.status_code == 413
+
+
+async def test_poison_records_are_dead_lettered_and_partitions_move_on(
+    suite: Suite, settings: CommonSettings, watch: Callable[..., Any]
+) -> None:
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(topics.dead_letters)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        poison = [
+            await producer.send_and_wait(topics.tickets, b"\x00not json", key=b"poison-1"),
+            await producer.send_and_wait(
+                topics.tickets,
+                json.dumps({"type": "ticket.submitted", "schema_version": 99}).encode(),
+                key=b"poison-1",
+            ),
+        ]
+    finally:
+        await producer.stop()
+
+    groups = ("intake", "routing", "sla", "notify")
+    for service in groups:
+        await wait_committed_past(
+            settings,
+            f"{settings.namespace}-{service}",
+            topics.tickets,
+            poison[-1].partition,
+            poison[-1].offset,
+        )
+
+    def dead_letters_for(offset: int) -> set[str]:
+        return {
+            dict(r.headers)["dlt-service"].decode()
+            for r in watcher.records
+            if dict(r.headers)["dlt-source-offset"].decode() == str(offset)
+            and dict(r.headers)["dlt-source-partition"].decode() == str(poison[0].partition)
+        }
+
+    await watcher.wait_for(
+        lambda _: all(dead_letters_for(p.offset) == set(groups) for p in poison),
+        10,
+        "dead letters from every service",
+    )
+    reasons = {dict(r.headers)["dlt-reason"].decode() for r in watcher.records}
+    assert any("not JSON" in reason for reason in reasons)
+    assert any("schema version" in reason for reason in reasons)
+    assert {r.value for r in watcher.records} >= {b"\x00not json"}
+
+
+async def test_an_accepted_ticket_survives_the_intake_that_accepted_it_dying(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    service_env: dict[str, str],
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    # An API-only intake replica (no relay) accepts the ticket and is killed at once: only
+    # its store write can carry the ticket on, relayed by the suite's one relay.
+    replica = ServiceProcess("intake", {**service_env, "PARKDESK_RELAY_ENABLED": "false"}, tmp_path)
+    replica.start()
+    replica.wait_ready()
+    watcher: TopicWatcher = await watch(settings.topics.department("tj-housing"))
+    answer = await http.post(
+        f"{replica.url}/v1/tickets",
+        json=ticket_body("人才公寓", "申请人才公寓需要什么材料？"),
+        headers={**credential(Role.FRONTEND, "park-portal"), "Idempotency-Key": "crash-1"},
+    )
+    replica.kill()
+
+    assert answer.status_code == 202
+    ticket_id = answer.json()["ticket_id"]
+    await watcher.wait_for(
+        lambda w: bool(w.events(settings.topics.department("tj-housing"), ticket_id)),
+        20,
+        "the ticket accepted by the killed replica on its department topic",
+    )
+
+
+async def test_sla_killed_between_warnings_fires_every_milestone_once(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+) -> None:
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(topics.sla)
+    answer = await submit(
+        http,
+        suite,
+        credential(Role.FRONTEND, "park-portal"),
+        ticket_body("停电", "园区B座停电了 (power outage)"),
+    )
+    ticket_id = answer.json()["ticket_id"]
+    await watcher.wait_for(
+        lambda w: any(e["type"] == "sla.warning" for e in w.events(topics.sla, ticket_id)),
+        SLA_SECONDS + 20,
+        "the first warning",
+    )
+
+    suite.sla.kill()
+    suite.sla.start()
+    suite.sla.wait_ready()
+
+    await watcher.wait_for(
+        lambda w: any(e["type"] == "sla.breached" for e in w.events(topics.sla, ticket_id)),
+        60,
+        "the breach after the restart",
+    )
+    await asyncio.sleep(2)  # room for any repeat to show up
+    milestones = Counter(
+        (e["type"], e.get("threshold")) for e in watcher.events(topics.sla, ticket_id)
+    )
+    assert milestones == Counter(
+        {
+            ("sla.started", None): 1,
+            ("sla.warning", 0.5): 1,
+            ("sla.warning", 0.75): 1,
+            ("sla.warning", 0.9): 1,
+            ("sla.breached", None): 1,
+        }
+    )
+
+
+async def test_services_stop_gracefully_on_sigterm(suite: Suite) -> None:
+    """Last in this module: it stops the suite's routing and starts it again."""
+    # Uvicorn re-raises SIGTERM once its shutdown is complete, so -SIGTERM is a clean exit.
+    assert suite.routing.stop(timeout=20) in (0, -signal.SIGTERM)
+    log = suite.routing.log_tail(lines=10)
+    assert "Application shutdown complete" in log
+    assert "Traceback" not in log
+    suite.routing.start()
+    suite.routing.wait_ready()

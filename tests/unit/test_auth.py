@@ -1,0 +1,66 @@
+from datetime import timedelta
+from typing import Annotated
+
+import jwt
+import pytest
+from fastapi import Depends, FastAPI
+from httpx import ASGITransport, AsyncClient
+
+from shared.auth import Authenticator, Principal, Role, issue_credential, verify_credential
+
+SECRET = "s" * 40
+
+
+def test_a_credential_names_its_role_and_subject() -> None:
+    token = issue_credential(SECRET, Role.DEPARTMENT, "tj-tax", timedelta(minutes=5))
+
+    principal = verify_credential(SECRET, token)
+
+    assert principal.role is Role.DEPARTMENT
+    assert principal.subject == "tj-tax"
+
+
+@pytest.mark.parametrize(
+    ("secret", "valid_for"),
+    [("other" * 10, timedelta(minutes=5)), (SECRET, timedelta(seconds=-1))],
+)
+def test_forged_or_expired_credentials_are_refused(secret: str, valid_for: timedelta) -> None:
+    token = issue_credential(secret, Role.ADMIN, "root", valid_for)
+
+    with pytest.raises(jwt.InvalidTokenError):
+        verify_credential(SECRET, token)
+
+
+def test_enterprises_act_only_for_themselves_frontends_for_any() -> None:
+    enterprise = Principal(Role.ENTERPRISE, "E-1", "c")
+    frontend = Principal(Role.FRONTEND, "portal", "c")
+    supervisor = Principal(Role.SUPERVISOR, "ops", "c")
+
+    assert enterprise.may_act_for_enterprise("E-1")
+    assert not enterprise.may_act_for_enterprise("E-2")
+    assert frontend.may_act_for_enterprise("E-2")
+    assert not supervisor.may_act_for_enterprise("E-1")
+    assert supervisor.may_read_enterprise("E-1")
+
+
+async def test_routes_refuse_missing_bad_and_wrong_role_credentials() -> None:
+    app = FastAPI()
+    auth = Authenticator(SECRET)
+
+    @app.get("/x")
+    async def x(
+        principal: Annotated[Principal, Depends(auth.require(Role.SUPERVISOR))],
+    ) -> str:
+        return principal.subject
+
+    supervisor = issue_credential(SECRET, Role.SUPERVISOR, "ops", timedelta(minutes=1))
+    enterprise = issue_credential(SECRET, Role.ENTERPRISE, "E-1", timedelta(minutes=1))
+    async with AsyncClient(transport=ASGITransport(app), base_url="http://test") as client:
+        assert (await client.get("/x")).status_code == 401
+        bad = {"Authorization": "Bearer nope"}
+        assert (await client.get("/x", headers=bad)).status_code == 401
+        wrong_role = {"Authorization": f"Bearer {enterprise}"}
+        assert (await client.get("/x", headers=wrong_role)).status_code == 403
+        answer = await client.get("/x", headers={"Authorization": f"Bearer {supervisor}"})
+    assert answer.status_code == 200
+    assert answer.json() == "ops"

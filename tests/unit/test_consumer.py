@@ -1,0 +1,105 @@
+"""The consumer plumbing's decisions, on FastStream's in-memory broker (the pipeline itself is
+proven on real Kafka in tests/integration)."""
+
+import json
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker, TestKafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+
+from shared import kafka
+from shared.events import TicketSubmitted
+from shared.kafka import EventConsumer, Source
+from shared.settings import CommonSettings
+from tests.unit.samples import sample_ticket
+
+SETTINGS = CommonSettings(namespace="unit")
+
+
+def submitted() -> TicketSubmitted:
+    ticket = sample_ticket()
+    return TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c-1", ticket=ticket)
+
+
+class Harness:
+    def __init__(self, handler_failures: int = 0, failure: type[Exception] = ValueError) -> None:
+        self.broker = KafkaBroker()
+        self.handled: list[Any] = []
+        self.dead: list[tuple[bytes, dict[str, str]]] = []
+        self._failures = handler_failures
+        self._failure = failure
+        consumer = EventConsumer(self.broker, SETTINGS, "unit", [SETTINGS.topics.tickets])
+        consumer.on(TicketSubmitted, self.on_ticket_submitted)
+
+        @self.broker.subscriber(SETTINGS.topics.dead_letters)
+        async def on_dead_letter(message: KafkaMessage) -> None:
+            self.dead.append((message.body, dict(message.headers)))
+
+    async def on_ticket_submitted(self, event: TicketSubmitted, source: Source) -> None:
+        if self._failures:
+            self._failures -= 1
+            raise self._failure("boom")
+        self.handled.append((event.event_id, source.topic))
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kafka, "backoff_seconds", lambda attempt, **_: 0.0)
+
+
+async def test_an_event_reaches_its_handler() -> None:
+    harness = Harness()
+    event = submitted()
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(event.to_json(), SETTINGS.topics.tickets, key=b"k")
+
+    assert harness.handled == [(event.event_id, SETTINGS.topics.tickets)]
+    assert harness.dead == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"\x00garbage", "not JSON"),
+        (json.dumps({"type": "ticket.submitted", "schema_version": 9}).encode(), "schema version"),
+        (json.dumps({"type": "ticket.submitted", "schema_version": 1}).encode(), "invalid"),
+    ],
+)
+async def test_a_poison_record_is_dead_lettered_with_its_bytes_and_reason(
+    payload: bytes, reason: str
+) -> None:
+    harness = Harness()
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(payload, SETTINGS.topics.tickets, headers={"origin": "test"})
+
+    [(body, headers)] = harness.dead
+    assert body == payload
+    assert reason in headers["dlt-reason"]
+    assert headers["dlt-source-topic"] == SETTINGS.topics.tickets
+    assert headers["origin"] == "test"
+    assert harness.handled == []
+
+
+async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts() -> None:
+    harness = Harness(handler_failures=10)
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
+
+    [(_, headers)] = harness.dead
+    assert headers["dlt-reason"] == "handler failed: ValueError: boom"
+    assert harness.handled == []
+
+
+async def test_transient_failures_are_retried_until_they_pass() -> None:
+    harness = Harness(handler_failures=5, failure=ConnectionError)
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
+
+    assert len(harness.handled) == 1
+    assert harness.dead == []
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    assert all(0 <= kafka.backoff_seconds(1) <= 0.2 for _ in range(100))
+    assert all(0 <= kafka.backoff_seconds(30) <= 30 for _ in range(100))

@@ -1,0 +1,105 @@
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.events import (
+    EVENT_MODELS,
+    Event,
+    SlaWarning,
+    TicketSubmitted,
+    UndecodableEvent,
+    decode_event,
+)
+from tests.unit.samples import sample_ticket
+
+
+def submitted() -> TicketSubmitted:
+    ticket = sample_ticket()
+    return TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c-1", ticket=ticket)
+
+
+def test_an_event_round_trips_through_its_json() -> None:
+    event = submitted()
+
+    decoded = decode_event(event.to_json())
+
+    assert decoded == event
+    assert isinstance(decoded, TicketSubmitted)
+
+
+def test_every_event_carries_the_envelope() -> None:
+    document = json.loads(submitted().to_json())
+
+    assert {
+        "event_id",
+        "type",
+        "schema_version",
+        "occurred_at",
+        "ticket_id",
+        "correlation_id",
+    } <= document.keys()
+    assert document["type"] == "ticket.submitted"
+    assert document["schema_version"] == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not JSON"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"type": "ticket.exploded", "schema_version": 1}', "unknown event type"),
+        (b'{"type": "ticket.submitted", "schema_version": 2}', "unknown event type or schema"),
+        (b'{"type": "ticket.submitted", "schema_version": 1, "ticket_id": "x"}', "invalid"),
+    ],
+)
+def test_what_cannot_be_decoded_says_why(raw: bytes, reason: str) -> None:
+    with pytest.raises(UndecodableEvent, match=reason):
+        decode_event(raw)
+
+
+def test_unknown_fields_are_refused() -> None:
+    document = json.loads(submitted().to_json())
+    document["surprise"] = True
+
+    with pytest.raises(UndecodableEvent, match="surprise"):
+        decode_event(json.dumps(document).encode())
+
+
+def test_derived_ids_are_stable_and_distinct() -> None:
+    assert Event.derived_id("T-1", "sla", "breached") == Event.derived_id("T-1", "sla", "breached")
+    assert Event.derived_id("T-1", "sla", "breached") != Event.derived_id("T-2", "sla", "breached")
+    assert isinstance(Event.derived_id("x"), uuid.UUID)
+
+
+def test_naive_times_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        SlaWarning(
+            ticket_id=sample_ticket().ticket_id,
+            correlation_id="c",
+            department="tj-tax",
+            threshold=0.5,
+            resolution_due_at=datetime(2026, 1, 1),
+            remaining_seconds=1.0,
+        )
+
+
+def test_registry_knows_every_event_type() -> None:
+    types = {event_type for event_type, _ in EVENT_MODELS}
+    assert types == {
+        "ticket.submitted",
+        "ticket.routed",
+        "ticket.assigned",
+        "sla.started",
+        "sla.warning",
+        "sla.breached",
+        "notification.sent",
+    }
+    assert all(model.event_type == event_type for (event_type, _), model in EVENT_MODELS.items())
+
+
+def test_times_stay_timezone_aware() -> None:
+    ticket = sample_ticket(submitted_at=datetime(2026, 3, 1, 8, tzinfo=UTC))
+    assert ticket.resolution_due_at - ticket.submitted_at == timedelta(hours=24)

@@ -1,0 +1,124 @@
+import hashlib
+import hmac
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from services.notify.delivery import sign
+from services.notify.domain import EnterpriseContact, messages_for
+from shared.events import (
+    Channel,
+    Language,
+    SlaBreached,
+    SlaWarning,
+    TicketRouted,
+    TicketSubmitted,
+)
+from tests.unit.samples import sample_ticket
+
+SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
+ZH = EnterpriseContact("E-1", Language.ZH)
+EN = EnterpriseContact("E-1", Language.EN)
+
+
+def routed() -> TicketRouted:
+    return TicketRouted(
+        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+        correlation_id="c",
+        department="tj-tax",
+        reason="r",
+        submitted_at=SUBMITTED,
+        resolution_due_at=SUBMITTED + timedelta(hours=24),
+    )
+
+
+def breached() -> SlaBreached:
+    return SlaBreached(
+        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+        correlation_id="c",
+        department="tj-tax",
+        escalated_to="park-supervision",
+        resolution_due_at=SUBMITTED + timedelta(hours=24),
+        overdue_seconds=3.0,
+    )
+
+
+def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
+    ticket = sample_ticket(submitted_at=SUBMITTED)
+    event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
+
+    [receipt] = messages_for(event, None, webhooks=True)
+
+    assert receipt.recipient == "enterprise:E-1"
+    assert receipt.channel is Channel.INBOX
+    assert "已受理" in receipt.subject
+    # 23:30 UTC + 24 h is 07:30 the day after next in Asia/Shanghai.
+    assert "2026-12-01 07:30" in receipt.body
+
+
+def test_routing_tells_the_enterprise_in_english_and_the_department() -> None:
+    messages = messages_for(routed(), EN, webhooks=False)
+
+    assert [(m.recipient, m.channel) for m in messages] == [
+        ("enterprise:E-1", Channel.INBOX),
+        ("department:tj-tax", Channel.INBOX),
+    ]
+    assert "Binhai New Area Tax Bureau" in messages[0].body
+
+
+def test_departments_get_a_webhook_copy_when_webhooks_are_on() -> None:
+    messages = messages_for(routed(), ZH, webhooks=True)
+
+    assert Counter((m.recipient, m.channel) for m in messages) == Counter(
+        {
+            ("enterprise:E-1", Channel.INBOX): 1,
+            ("department:tj-tax", Channel.INBOX): 1,
+            ("department:tj-tax", Channel.WEBHOOK): 1,
+        }
+    )
+
+
+def test_a_breach_reaches_department_supervision_and_enterprise() -> None:
+    recipients = {m.recipient for m in messages_for(breached(), ZH, webhooks=False)}
+
+    assert recipients == {"department:tj-tax", "department:park-supervision", "enterprise:E-1"}
+
+
+def test_without_a_known_contact_the_department_still_hears() -> None:
+    recipients = {m.recipient for m in messages_for(breached(), None, webhooks=False)}
+
+    assert recipients == {"department:tj-tax", "department:park-supervision"}
+
+
+def test_warnings_go_to_the_department_only() -> None:
+    warning = SlaWarning(
+        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+        correlation_id="c",
+        department="tj-tax",
+        threshold=0.75,
+        resolution_due_at=SUBMITTED + timedelta(hours=24),
+        remaining_seconds=6 * 3600,
+    )
+
+    [message] = messages_for(warning, ZH, webhooks=False)
+
+    assert message.recipient == "department:tj-tax"
+    assert "75%" in message.subject
+    assert "6.0" in message.body
+
+
+def test_notification_ids_are_one_per_event_recipient_and_channel() -> None:
+    event = routed()
+    ids = [m.notification_id(event) for m in messages_for(event, ZH, webhooks=True)]
+
+    assert len(set(ids)) == len(ids) == 3
+    assert all(i.startswith(str(event.event_id)) for i in ids)
+
+
+def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
+    body = '{"subject": "工单"}'.encode()
+
+    signature = sign("k" * 16, "1700000000", body)
+
+    expected = hmac.new(b"k" * 16, b"1700000000." + body, hashlib.sha256).hexdigest()
+    assert signature == f"sha256={expected}"
+    assert sign("k" * 16, "1700000001", body) != signature
