@@ -1,14 +1,23 @@
 """What every service's entry point uses: logging, the HTTP app shell, and the runner."""
 
+import asyncio
 import logging
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from faststream.kafka import KafkaBroker
+from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.mongo import Document
+from shared.settings import ServiceSettings
+
+S = TypeVar("S", bound=ServiceSettings)
 
 MAX_BODY_BYTES = 64 * 1024
 
@@ -101,9 +110,46 @@ def create_app(
     return app
 
 
-def run(app: FastAPI, host: str, port: int, log_level: str) -> None:
-    # Uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes requests in flight and
-    # runs the lifespan shutdown, which stops the consumers and commits.
+def lifespan(
+    broker: KafkaBroker,
+    client: AsyncMongoClient[Document],
+    prepare: Callable[[], Awaitable[None]],
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
+    before_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """Every service's start and stop, in one order: prepare the store, start the broker (its
+    consumers and producer), start the background work; on the way out stop that work first,
+    while the producer it publishes through still runs, then the broker, then the store."""
+
+    @asynccontextmanager
+    async def running(_: FastAPI) -> AsyncIterator[None]:
+        await prepare()
+        await broker.start()
+        tasks = [asyncio.create_task(work(), name=work.__qualname__) for work in background]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for stop in before_stop:
+                await stop()
+            await broker.stop()
+            await client.close()
+
+    return running
+
+
+def serve(settings: S, create: Callable[[S], FastAPI]) -> None:
+    """A service's process: its settings from the environment, its app, and uvicorn.
+
+    Uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes requests in flight and runs
+    the lifespan shutdown, which stops the consumers (committing what they processed)."""
+    configure_logging(settings.log_level)
     uvicorn.run(
-        app, host=host, port=port, log_level=log_level.lower(), timeout_graceful_shutdown=10
+        create(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=10,
     )

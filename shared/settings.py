@@ -38,4 +38,5 @@ class ServiceSettings(CommonSettings):
         description="HMAC key that signs and verifies API credentials.", min_length=32
     )
     http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"

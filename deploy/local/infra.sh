@@ -106,17 +106,26 @@ logger.server.level=INFO
 EOF
 }
 
-start_kafka() {
-  if [[ -n ${PARKDESK_KAFKA_BOOTSTRAP_SERVERS:-} ]]; then
-    say "Kafka: external at $PARKDESK_KAFKA_BOOTSTRAP_SERVERS, nothing local to start"
-    return
+# Whether a local server must be started: not when an external one is configured, nor when
+# ours runs already; refuses to start over a port another program holds.
+needs_start() { # name external-address pidfile port port-variable
+  local name=$1 external=$2 pidfile=$3 port=$4 port_variable=$5
+  if [[ -n $external ]]; then
+    say "$name: external, nothing local to start"
+    return 1
   fi
-  local pidfile=$state/kafka/pid
   if is_running "$pidfile"; then
-    say "Kafka: already running on 127.0.0.1:$kafka_port"
-    return
+    say "$name: already running on 127.0.0.1:$port"
+    return 1
   fi
-  port_open "$kafka_port" && die "port $kafka_port is taken by another program (set PARKDESK_LOCAL_KAFKA_PORT)"
+  port_open "$port" && die "port $port is taken by another program (set $port_variable)"
+  return 0
+}
+
+start_kafka() {
+  local pidfile=$state/kafka/pid
+  needs_start Kafka "${PARKDESK_KAFKA_BOOTSTRAP_SERVERS:-}" "$pidfile" "$kafka_port" \
+    PARKDESK_LOCAL_KAFKA_PORT || return 0
   install_kafka
   write_kafka_config
   local java_opts=(-Xms256m -Xmx768m -XX:+UseG1GC -XX:MaxGCPauseMillis=20
@@ -143,16 +152,9 @@ start_kafka() {
 }
 
 start_ferretdb() {
-  if [[ -n ${PARKDESK_MONGODB_URL:-} ]]; then
-    say "MongoDB: external, nothing local to start"
-    return
-  fi
   local pidfile=$state/ferretdb/pid
-  if is_running "$pidfile"; then
-    say "FerretDB: already running on 127.0.0.1:$mongodb_port"
-    return
-  fi
-  port_open "$mongodb_port" && die "port $mongodb_port is taken by another program (set PARKDESK_LOCAL_MONGODB_PORT)"
+  needs_start FerretDB "${PARKDESK_MONGODB_URL:-}" "$pidfile" "$mongodb_port" \
+    PARKDESK_LOCAL_MONGODB_PORT || return 0
   install_ferretdb
   mkdir -p "$state/ferretdb/data"
   say "FerretDB: starting $ferretdb_version (SQLite backend) on 127.0.0.1:$mongodb_port..."

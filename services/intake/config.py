@@ -4,7 +4,7 @@ from shared.settings import ServiceSettings
 
 
 class IntakeSettings(ServiceSettings):
-    http_port: int = 8000
+    http_port: int = Field(default=8000, ge=1, le=65535)
     resolution_target_seconds: float = Field(
         default=24 * 3600, gt=0, description="The promise: resolved within this long of submission."
     )

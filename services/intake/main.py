@@ -1,8 +1,5 @@
 """intake: frontends and enterprises open tickets here; it stores each one and publishes it."""
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 from fastapi import FastAPI
@@ -30,24 +27,16 @@ def create(settings: IntakeSettings) -> FastAPI:
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
     consumer.on(TicketRouted, EventHandlers(store).on_ticket_routed)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.ensure_indexes()
-        await broker.start()
-        relaying = None
-        if settings.relay_enabled:
-            relaying = asyncio.create_task(relay.run(), name="outbox-relay")
-        try:
-            yield
-        finally:
-            if relaying is not None:
-                relaying.cancel()
-                with suppress(asyncio.CancelledError):
-                    await relaying
-            await broker.stop()
-            await client.close()
-
-    app = service.create_app(NAME, lifespan, "Open tickets and follow them.")
+    app = service.create_app(
+        NAME,
+        service.lifespan(
+            broker,
+            client,
+            store.ensure_indexes,
+            background=[relay.run] if settings.relay_enabled else [],
+        ),
+        "Open tickets and follow them.",
+    )
     app.include_router(
         routes(
             store,
@@ -60,6 +49,4 @@ def create(settings: IntakeSettings) -> FastAPI:
 
 
 def run() -> None:
-    settings = IntakeSettings()
-    service.configure_logging(settings.log_level)
-    service.run(create(settings), settings.http_host, settings.http_port, settings.log_level)
+    service.serve(IntakeSettings(), create)

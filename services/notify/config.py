@@ -4,7 +4,7 @@ from shared.settings import ServiceSettings
 
 
 class NotifySettings(ServiceSettings):
-    http_port: int = 8003
+    http_port: int = Field(default=8003, ge=1, le=65535)
     webhook_url: str | None = Field(
         default=None, description="Where department and supervision notifications are POSTed."
     )

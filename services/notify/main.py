@@ -1,7 +1,5 @@
 """notify: tells enterprises, departments and supervisors, once, on every channel."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -54,23 +52,14 @@ def create(settings: NotifySettings) -> FastAPI:
     consumer.on(SlaWarning, handlers.on_sla_warning)
     consumer.on(SlaBreached, handlers.on_sla_breached)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.ensure_indexes()
-        await broker.start()
-        try:
-            yield
-        finally:
-            await dispatcher.close()
-            await broker.stop()
-            await client.close()
-
-    app = service.create_app(NAME, lifespan, "Notifications and the in-app inbox.")
+    app = service.create_app(
+        NAME,
+        service.lifespan(broker, client, store.ensure_indexes, before_stop=[dispatcher.close]),
+        "Notifications and the in-app inbox.",
+    )
     app.include_router(routes(store, Authenticator(settings.auth_secret.get_secret_value())))
     return app
 
 
 def run() -> None:
-    settings = NotifySettings()
-    service.configure_logging(settings.log_level)
-    service.run(create(settings), settings.http_host, settings.http_port, settings.log_level)
+    service.serve(NotifySettings(), create)

@@ -1,8 +1,5 @@
 """routing: decides which department owns each submitted ticket and hands it over."""
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from fastapi import FastAPI
 
 from services.routing.config import RoutingSettings
@@ -24,22 +21,14 @@ def create(settings: RoutingSettings) -> FastAPI:
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
     consumer.on(TicketSubmitted, EventHandlers(store, broker, settings.topics).on_ticket_submitted)
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.ensure_indexes()
-        await broker.start()
-        try:
-            yield
-        finally:
-            await broker.stop()
-            await client.close()
-
-    app = service.create_app(NAME, lifespan, "Where each ticket goes, and why.")
+    app = service.create_app(
+        NAME,
+        service.lifespan(broker, client, store.ensure_indexes),
+        "Where each ticket goes, and why.",
+    )
     app.include_router(routes(Authenticator(settings.auth_secret.get_secret_value())))
     return app
 
 
 def run() -> None:
-    settings = RoutingSettings()
-    service.configure_logging(settings.log_level)
-    service.run(create(settings), settings.http_host, settings.http_port, settings.log_level)
+    service.serve(RoutingSettings(), create)

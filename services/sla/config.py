@@ -7,7 +7,7 @@ from shared.settings import ServiceSettings
 
 
 class SlaSettings(ServiceSettings):
-    http_port: int = 8002
+    http_port: int = Field(default=8002, ge=1, le=65535)
     resolution_target_seconds: float = Field(default=24 * 3600, gt=0)
     first_response_target_seconds: float = Field(default=2 * 3600, gt=0)
     warning_thresholds: tuple[float, ...] = Field(
