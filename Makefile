@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
-.PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean
+.PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
+	routing-eval
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,6 +45,11 @@ unit: venv ## only the tests that need no infrastructure
 
 integration: infra
 	@$(BIN)/pytest tests/integration
+
+routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
+	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl
+	@echo; $(BIN)/parkdesk-routing-eval tests/routing/holdout_tickets.jsonl | head -2 || true
+	@echo; $(BIN)/parkdesk-routing-eval tests/routing/holdout2_tickets.jsonl | head -2 || true
 
 check: lint typecheck
 

@@ -116,6 +116,14 @@ class TicketSubmitted(Event):
     ticket: Ticket
 
 
+class RunnerUp(Contract):
+    """The best choice of another department: what routing would have done otherwise."""
+
+    department: DepartmentCode
+    rule_id: str
+    matched_terms: tuple[str, ...]
+
+
 class TicketRouted(Event):
     event_type: ClassVar[str] = "ticket.routed"
     type: Literal["ticket.routed"] = "ticket.routed"
@@ -123,9 +131,37 @@ class TicketRouted(Event):
     department: DepartmentCode
     reason: Annotated[str, StringConstraints(max_length=500)]
     rule_id: str | None = None
+    """The policy rule that decided; None when no rule matched (triage)."""
     matched_terms: tuple[str, ...] = ()
+    runner_up: RunnerUp | None = None
+    policy_version: str | None = None
     submitted_at: AwareDatetime
     resolution_due_at: AwareDatetime
+
+
+class TicketTransferred(Event):
+    """A department handed the ticket to another one; the SLA clock keeps running."""
+
+    event_type: ClassVar[str] = "ticket.transferred"
+    type: Literal["ticket.transferred"] = "ticket.transferred"
+    schema_version: Literal[1] = 1
+    from_department: DepartmentCode
+    to_department: DepartmentCode
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TicketTransferRefused(Event):
+    """Routing refused a transfer: the ticket stays with the department that has it."""
+
+    event_type: ClassVar[str] = "ticket.transfer_refused"
+    type: Literal["ticket.transfer_refused"] = "ticket.transfer_refused"
+    schema_version: Literal[1] = 1
+    transfer_event_id: uuid.UUID
+    requested_department: DepartmentCode
+    department: DepartmentCode
+    """The department that keeps the ticket."""
+    reason: Annotated[str, StringConstraints(max_length=500)]
 
 
 # --- the ticket as a department receives it, on <namespace>.dept.<code> -----------------
@@ -139,6 +175,8 @@ class TicketAssigned(Event):
     schema_version: Literal[1] = 1
     department: DepartmentCode
     reason: Annotated[str, StringConstraints(max_length=500)]
+    transferred_from: DepartmentCode | None = None
+    """Set when the ticket comes by transfer rather than by first routing."""
     ticket: Ticket
 
 
@@ -197,6 +235,8 @@ class NotificationSent(Event):
 AnyEvent = (
     TicketSubmitted
     | TicketRouted
+    | TicketTransferred
+    | TicketTransferRefused
     | TicketAssigned
     | SlaStarted
     | SlaWarning
@@ -209,6 +249,8 @@ EVENT_MODELS: dict[tuple[str, int], type[Event]] = {
     for model in (
         TicketSubmitted,
         TicketRouted,
+        TicketTransferred,
+        TicketTransferRefused,
         TicketAssigned,
         SlaStarted,
         SlaWarning,

@@ -125,7 +125,7 @@ def lifespan(
     async def running(_: FastAPI) -> AsyncIterator[None]:
         await prepare()
         await broker.start()
-        tasks = [asyncio.create_task(work(), name=work.__qualname__) for work in background]
+        tasks = [asyncio.create_task(work()) for work in background]
         try:
             yield
         finally:

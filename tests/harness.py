@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -166,3 +167,46 @@ class WebhookReceiver:
     def __exit__(self, *_: object) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+def ticket_body(
+    subject: str,
+    description: str,
+    language: str = "zh",
+    enterprise_id: str = "E-acme",
+    origin: str = "beijing",
+    zhongguancun_certified: bool = True,
+    category: str = "daily_life",
+) -> dict[str, Any]:
+    """A POST /v1/tickets body."""
+    return {
+        "enterprise": {
+            "id": enterprise_id,
+            "name": "Acme Robotics 艾克美机器人",
+            "origin": origin,
+            "zhongguancun_certified": zhongguancun_certified,
+        },
+        "contact": {
+            "name": "李娜",
+            "phone": "+86 138 0000 0000",
+            "email": "li.na@example.com",
+            "language": language,
+        },
+        "category": category,
+        "subject": subject,
+        "description": description,
+    }
+
+
+async def submit(
+    http: httpx.AsyncClient,
+    intake: ServiceProcess,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    key: str | None = None,
+) -> httpx.Response:
+    return await http.post(
+        f"{intake.url}/v1/tickets",
+        json=body,
+        headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
+    )

@@ -1,42 +1,52 @@
 """routing's event and request handlers."""
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException, status
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
-from services.routing.domain import decide
+from services.routing.domain import Decision, PolicyError, transfer_refusal
+from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared.auth import Authenticator, Principal, Role
-from shared.events import Event, TicketAssigned, TicketContent, TicketRouted, TicketSubmitted
+from shared.events import (
+    Event,
+    RunnerUp,
+    TicketAssigned,
+    TicketContent,
+    TicketRouted,
+    TicketSubmitted,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 from shared.kafka import Source, publish
 from shared.topics import Topics
 
 
 class EventHandlers:
-    def __init__(self, store: RoutingStore, broker: KafkaBroker, topics: Topics) -> None:
+    def __init__(
+        self,
+        store: RoutingStore,
+        broker: KafkaBroker,
+        topics: Topics,
+        policies: PolicyHolder,
+        now: Callable[[], datetime],
+    ) -> None:
         self._store = store
         self._broker = broker
         self._topics = topics
+        self._policies = policies
+        self._now = now
 
     async def on_ticket_submitted(self, event: TicketSubmitted, _: Source) -> None:
-        decision = await self._store.decide_once(
-            event.ticket_id, decide(event.ticket), datetime.now(UTC)
+        routed = await self._store.decide_once(
+            event.ticket, self._policies.policy.decide(event.ticket), self._now()
         )
+        decision = routed.decision
         # Same ids on a redelivery, so the republished events are recognisably the same ones.
-        routed = TicketRouted(
-            event_id=Event.derived_id(event.ticket_id, "routed", decision.department),
-            ticket_id=event.ticket_id,
-            correlation_id=event.correlation_id,
-            department=decision.department,
-            reason=decision.reason,
-            rule_id=decision.rule_id,
-            matched_terms=decision.matched_terms,
-            submitted_at=event.ticket.submitted_at,
-            resolution_due_at=event.ticket.resolution_due_at,
-        )
         assigned = TicketAssigned(
             event_id=Event.derived_id(event.ticket_id, "assigned", decision.department),
             ticket_id=event.ticket_id,
@@ -46,7 +56,73 @@ class EventHandlers:
             ticket=event.ticket,
         )
         await publish(self._broker, self._topics.department(decision.department), assigned)
-        await publish(self._broker, self._topics.tickets, routed)
+        await publish(self._broker, self._topics.tickets, routed_event(event, decision))
+
+    async def on_ticket_transferred(self, event: TicketTransferred, _: Source) -> None:
+        routed = await self._store.routed(event.ticket_id)
+        if routed is None:
+            refusal: str | None = "routing has no record of this ticket"
+            current = event.from_department
+        else:
+            known = await self._store.hop(str(event.event_id))
+            # On a redelivery, judge as the first time: the hop may have moved the ticket since.
+            current = known["from_department"] if known else routed.current_department
+            refusal = transfer_refusal(current, event.to_department)
+        rule_id = routed.decision.rule_id if routed else None
+        await self._store.record_hop(
+            event, rule_id, refusal is None, refusal or event.reason, self._now()
+        )
+        if refusal is not None or routed is None:
+            await publish(
+                self._broker,
+                self._topics.tickets,
+                TicketTransferRefused(
+                    event_id=Event.derived_id(event.event_id, "refused"),
+                    ticket_id=event.ticket_id,
+                    correlation_id=event.correlation_id,
+                    transfer_event_id=event.event_id,
+                    requested_department=event.to_department,
+                    department=current,
+                    reason=refusal or "refused",
+                ),
+            )
+            return
+        await publish(
+            self._broker,
+            self._topics.department(event.to_department),
+            TicketAssigned(
+                event_id=Event.derived_id(event.event_id, "assigned", event.to_department),
+                ticket_id=event.ticket_id,
+                correlation_id=event.correlation_id,
+                department=event.to_department,
+                reason=f"transferred from {current}: {event.reason}",
+                transferred_from=current,
+                ticket=routed.ticket,
+            ),
+        )
+
+
+def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted:
+    runner_up = decision.runner_up
+    return TicketRouted(
+        event_id=Event.derived_id(submitted.ticket_id, "routed", decision.department),
+        ticket_id=submitted.ticket_id,
+        correlation_id=submitted.correlation_id,
+        department=decision.department,
+        reason=decision.reason,
+        rule_id=decision.rule_id,
+        matched_terms=decision.matched_terms,
+        runner_up=None
+        if runner_up is None
+        else RunnerUp(
+            department=runner_up.department,
+            rule_id=runner_up.rule_id,
+            matched_terms=runner_up.matched_terms,
+        ),
+        policy_version=decision.policy_version,
+        submitted_at=submitted.ticket.submitted_at,
+        resolution_due_at=submitted.ticket.resolution_due_at,
+    )
 
 
 class DryRunAnswer(BaseModel):
@@ -54,20 +130,70 @@ class DryRunAnswer(BaseModel):
     reason: str
     rule_id: str | None
     matched_terms: tuple[str, ...]
+    runner_up: RunnerUp | None
+    policy_version: str | None
 
 
-def routes(auth: Authenticator) -> APIRouter:
+class PolicyStatus(BaseModel):
+    version: str
+    source: str
+    rules: int
+    last_error: str | None
+
+
+def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> APIRouter:
     router = APIRouter(prefix="/v1/routing", tags=["routing"])
     Asker = Annotated[Principal, Depends(auth.require(Role.FRONTEND, Role.SUPERVISOR, Role.ADMIN))]
+    Supervisor = Annotated[Principal, Depends(auth.require(Role.SUPERVISOR, Role.ADMIN))]
+    Admin = Annotated[Principal, Depends(auth.require(Role.ADMIN))]
 
     @router.post("/dry-run", summary="Where would this ticket go, and why (creates nothing)")
     async def post_dry_run(body: TicketContent, _: Asker) -> DryRunAnswer:
-        decision = decide(body)
+        decision = policies.policy.decide(body)
+        runner_up = decision.runner_up
         return DryRunAnswer(
             department=decision.department,
             reason=decision.reason,
             rule_id=decision.rule_id,
             matched_terms=decision.matched_terms,
+            runner_up=None
+            if runner_up is None
+            else RunnerUp(
+                department=runner_up.department,
+                rule_id=runner_up.rule_id,
+                matched_terms=runner_up.matched_terms,
+            ),
+            policy_version=decision.policy_version,
         )
 
+    @router.get("/policy", summary="The policy in force, and the last refused one's error")
+    async def get_policy(_: Supervisor) -> PolicyStatus:
+        return _status(policies)
+
+    @router.post(
+        "/policy/reload",
+        summary="Load the policy file now; a bad one is refused and the old one stays",
+        responses={422: {"description": "the file is not a valid policy (file and rule named)"}},
+    )
+    async def post_policy_reload(_: Admin) -> PolicyStatus:
+        try:
+            policies.reload()
+        except PolicyError as error:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+        return _status(policies)
+
+    @router.get("/transfers", summary="Accepted transfers per rule that first routed the ticket")
+    async def get_transfers(_: Supervisor) -> dict[str, int]:
+        return await store.transfers_per_rule()
+
     return router
+
+
+def _status(policies: PolicyHolder) -> PolicyStatus:
+    policy = policies.policy
+    return PolicyStatus(
+        version=policy.version,
+        source=policy.source,
+        rules=len(policy.rules),
+        last_error=policies.last_error,
+    )

@@ -1,32 +1,50 @@
 """routing: decides which department owns each submitted ticket and hands it over."""
 
+from datetime import UTC, datetime
+from functools import partial
+
 from fastapi import FastAPI
 
 from services.routing.config import RoutingSettings
 from services.routing.handlers import EventHandlers, routes
+from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared import service
 from shared.auth import Authenticator
-from shared.events import TicketSubmitted
+from shared.events import TicketSubmitted, TicketTransferred
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
 NAME = "routing"
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 def create(settings: RoutingSettings) -> FastAPI:
+    policies = PolicyHolder(settings.policy_file)
     client, database = connect(settings, NAME)
     store = RoutingStore(database)
     broker = make_broker(settings, NAME)
+    handlers = EventHandlers(store, broker, settings.topics, policies, utc_now)
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
-    consumer.on(TicketSubmitted, EventHandlers(store, broker, settings.topics).on_ticket_submitted)
+    consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
+    consumer.on(TicketTransferred, handlers.on_ticket_transferred)
 
     app = service.create_app(
         NAME,
-        service.lifespan(broker, client, store.ensure_indexes),
+        service.lifespan(
+            broker,
+            client,
+            store.ensure_indexes,
+            background=[partial(policies.watch, settings.policy_check_seconds)],
+        ),
         "Where each ticket goes, and why.",
     )
-    app.include_router(routes(Authenticator(settings.auth_secret.get_secret_value())))
+    app.include_router(
+        routes(store, policies, Authenticator(settings.auth_secret.get_secret_value()))
+    )
     return app
 
 

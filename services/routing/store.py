@@ -1,47 +1,130 @@
-"""routing's own database: `decisions`, one document per ticket under its id.
+"""routing's own database.
 
-The first decision stored for a ticket is the decision: a redelivered `ticket.submitted` finds it
-and republishes the same events instead of deciding again.
+- `decisions`: one document per ticket under its id: the first decision (which is the decision:
+  a redelivered `ticket.submitted` finds it and republishes the same events), the ticket as
+  submitted (to hand it on when it is transferred), and the department that has it now.
+- `hops`: one document per transfer request under its event id, accepted or refused, with the
+  rule that first routed the ticket, so that transfers per rule show which rules misroute.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.routing.domain import Decision
+from services.routing.domain import Decision, RunnerUp
+from shared.events import Ticket, TicketTransferred
 from shared.mongo import Document, insert_once
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    decision: Decision
+    ticket: Ticket
+    current_department: str
 
 
 class RoutingStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._decisions = database["decisions"]
+        self._hops = database["hops"]
 
     async def ensure_indexes(self) -> None:
-        """The ticket id is the key; nothing else is queried yet."""
+        await self._hops.create_index([("rule_id", ASCENDING)])
+        await self._hops.create_index([("ticket_id", ASCENDING)])
 
-    async def decide_once(
-        self, ticket_id: str, decision: Decision, decided_at: datetime
-    ) -> Decision:
+    async def decide_once(self, ticket: Ticket, decision: Decision, decided_at: datetime) -> Routed:
         """Stores the decision unless one exists; returns the one in force."""
+        runner_up = decision.runner_up
         document = {
-            "_id": ticket_id,
+            "_id": ticket.ticket_id,
             "department": decision.department,
+            "current_department": decision.department,
             "reason": decision.reason,
             "rule_id": decision.rule_id,
             "matched_terms": list(decision.matched_terms),
+            "runner_up": None
+            if runner_up is None
+            else {
+                "department": runner_up.department,
+                "rule_id": runner_up.rule_id,
+                "matched_terms": list(runner_up.matched_terms),
+            },
+            "policy_version": decision.policy_version,
             "decided_at": decided_at,
+            "ticket": ticket.model_dump(mode="json"),
         }
         if await insert_once(self._decisions, document):
-            return decision
-        return await self.decision(ticket_id) or decision
+            return Routed(decision, ticket, decision.department)
+        found = await self.routed(ticket.ticket_id)
+        assert found is not None, "a decision that was a duplicate key must exist"
+        return found
 
-    async def decision(self, ticket_id: str) -> Decision | None:
+    async def routed(self, ticket_id: str) -> Routed | None:
         document = await self._decisions.find_one({"_id": ticket_id})
-        if document is None:
-            return None
-        return Decision(
-            department=document["department"],
-            reason=document["reason"],
-            rule_id=document["rule_id"],
-            matched_terms=tuple(document["matched_terms"]),
+        return None if document is None else _routed(document)
+
+    async def record_hop(
+        self,
+        transfer: TicketTransferred,
+        rule_id: str | None,
+        accepted: bool,
+        reason: str,
+        now: datetime,
+    ) -> bool:
+        """Records the transfer request once; False if it was recorded before (redelivery)."""
+        recorded = await insert_once(
+            self._hops,
+            {
+                "_id": str(transfer.event_id),
+                "ticket_id": transfer.ticket_id,
+                "rule_id": rule_id,
+                "from_department": transfer.from_department,
+                "to_department": transfer.to_department,
+                "accepted": accepted,
+                "reason": reason,
+                "at": now,
+            },
         )
+        if recorded and accepted:
+            # One writer per ticket: the consumer of the ticket's partition.
+            await self._decisions.update_one(
+                {"_id": transfer.ticket_id},
+                {"$set": {"current_department": transfer.to_department}},
+            )
+        return recorded
+
+    async def hop(self, transfer_event_id: str) -> Document | None:
+        return await self._hops.find_one({"_id": transfer_event_id})
+
+    async def transfers_per_rule(self) -> dict[str, int]:
+        """Accepted transfers counted by the rule that first routed the ticket."""
+        cursor = await self._hops.aggregate(
+            [
+                {"$match": {"accepted": True}},
+                {"$group": {"_id": "$rule_id", "transfers": {"$sum": 1}}},
+            ]
+        )
+        counts = {row["_id"] or "(unplaceable)": row["transfers"] async for row in cursor}
+        return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+def _routed(document: dict[str, Any]) -> Routed:
+    runner_up = document.get("runner_up")
+    decision = Decision(
+        department=document["department"],
+        reason=document["reason"],
+        rule_id=document["rule_id"],
+        matched_terms=tuple(document["matched_terms"]),
+        runner_up=None
+        if runner_up is None
+        else RunnerUp(
+            runner_up["department"], runner_up["rule_id"], tuple(runner_up["matched_terms"])
+        ),
+        policy_version=document.get("policy_version"),
+    )
+    return Routed(
+        decision, Ticket.model_validate(document["ticket"]), document["current_department"]
+    )

@@ -6,7 +6,6 @@ import hashlib
 import hmac
 import json
 import signal
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from pymongo import AsyncMongoClient
 from shared.auth import Role
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
-from tests.harness import ServiceProcess, WebhookReceiver
+from tests.harness import ServiceProcess, WebhookReceiver, submit, ticket_body
 
 pytestmark = pytest.mark.integration
 
@@ -80,42 +79,6 @@ def _print_logs_on_failure(logs: Path) -> None:
             print(f"--- {log.name} ---\n{text[-4000:]}")
 
 
-def ticket_body(
-    subject: str, description: str, language: str = "zh", enterprise_id: str = "E-acme"
-) -> dict[str, Any]:
-    return {
-        "enterprise": {
-            "id": enterprise_id,
-            "name": "Acme Robotics 艾克美机器人",
-            "origin": "beijing",
-            "zhongguancun_certified": True,
-        },
-        "contact": {
-            "name": "李娜",
-            "phone": "+86 138 0000 0000",
-            "email": "li.na@example.com",
-            "language": language,
-        },
-        "category": "daily_life",
-        "subject": subject,
-        "description": description,
-    }
-
-
-async def submit(
-    http: httpx.AsyncClient,
-    suite: Suite,
-    headers: dict[str, str],
-    body: dict[str, Any],
-    key: str | None = None,
-) -> httpx.Response:
-    return await http.post(
-        f"{suite.intake.url}/v1/tickets",
-        json=body,
-        headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
-    )
-
-
 async def test_ticket_travels_the_whole_pipeline(
     suite: Suite,
     http: httpx.AsyncClient,
@@ -132,7 +95,7 @@ async def test_ticket_travels_the_whole_pipeline(
 
     answer = await submit(
         http,
-        suite,
+        suite.intake,
         frontend,
         ticket_body(
             "孩子学籍问题",
@@ -225,9 +188,11 @@ async def test_same_idempotency_key_gives_the_same_ticket(
     frontend = credential(Role.FRONTEND, "park-portal")
     body = ticket_body("Invoice question", "How do we issue VAT invoices in Tianjin?", "en")
 
-    first = await submit(http, suite, frontend, body, key="retry-1")
-    again = await submit(http, suite, frontend, body, key="retry-1")
-    different = await submit(http, suite, frontend, {**body, "subject": "Another"}, key="retry-1")
+    first = await submit(http, suite.intake, frontend, body, key="retry-1")
+    again = await submit(http, suite.intake, frontend, body, key="retry-1")
+    different = await submit(
+        http, suite.intake, frontend, {**body, "subject": "Another"}, key="retry-1"
+    )
 
     assert first.status_code == again.status_code == 202
     assert again.json() == first.json()
@@ -246,7 +211,7 @@ async def test_redelivered_event_changes_nothing(
     watcher: TopicWatcher = await watch(topics.tickets, topics.department("tj-tax"), topics.sla)
     answer = await submit(
         http,
-        suite,
+        suite.intake,
         credential(Role.FRONTEND, "park-portal"),
         ticket_body("增值税发票", "请问如何在天津开具增值税发票 (VAT invoice)?"),
     )
@@ -311,7 +276,7 @@ async def test_tenants_see_only_their_own(
 ) -> None:
     owner = credential(Role.ENTERPRISE, "E-owner")
     answer = await submit(
-        http, suite, owner, ticket_body("宿舍维修", "宿舍空调坏了", enterprise_id="E-owner")
+        http, suite.intake, owner, ticket_body("宿舍维修", "宿舍空调坏了", enterprise_id="E-owner")
     )
     assert answer.status_code == 202
     url = f"{suite.intake.url}/v1/tickets/{answer.json()['ticket_id']}"
@@ -323,7 +288,7 @@ async def test_tenants_see_only_their_own(
     # Nor open tickets in another's name.
     forged = await submit(
         http,
-        suite,
+        suite.intake,
         credential(Role.ENTERPRISE, "E-other"),
         ticket_body("x", "y", enterprise_id="E-owner"),
     )
@@ -342,11 +307,11 @@ async def test_bad_input_gets_a_clear_4xx(
     frontend = credential(Role.FRONTEND, "park-portal")
     body = ticket_body("s", "d")
     body["contact"]["email"] = "not-an-email"
-    invalid = await submit(http, suite, frontend, body)
+    invalid = await submit(http, suite.intake, frontend, body)
     assert invalid.status_code == 422
     assert ["body", "contact", "email"] in [e["loc"] for e in invalid.json()["detail"]]
 
-    extra = await submit(http, suite, frontend, {**ticket_body("s", "d"), "priority": "vip"})
+    extra = await submit(http, suite.intake, frontend, {**ticket_body("s", "d"), "priority": "vip"})
     assert extra.status_code == 422
 
     no_key = await http.post(
@@ -355,7 +320,7 @@ async def test_bad_input_gets_a_clear_4xx(
     assert no_key.status_code == 422
     assert ["header", "idempotency-key"] in [e["loc"] for e in no_key.json()["detail"]]
 
-    huge = await submit(http, suite, frontend, ticket_body("s", "长" * 70_000))
+    huge = await submit(http, suite.intake, frontend, ticket_body("s", "长" * 70_000))
     assert huge.status_code == 413
 
 
@@ -449,7 +414,7 @@ async def test_sla_killed_between_warnings_fires_every_milestone_once(
     watcher: TopicWatcher = await watch(topics.sla)
     answer = await submit(
         http,
-        suite,
+        suite.intake,
         credential(Role.FRONTEND, "park-portal"),
         ticket_body("停电", "园区B座停电了 (power outage)"),
     )

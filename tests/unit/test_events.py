@@ -91,6 +91,8 @@ def test_registry_knows_every_event_type() -> None:
     assert types == {
         "ticket.submitted",
         "ticket.routed",
+        "ticket.transferred",
+        "ticket.transfer_refused",
         "ticket.assigned",
         "sla.started",
         "sla.warning",

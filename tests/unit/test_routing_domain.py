@@ -1,9 +1,24 @@
+from pathlib import Path
+
 import pytest
 
-from services.routing.domain import UNPLACEABLE, decide
+from services.routing.domain import (
+    POLICY_FILE,
+    UNPLACEABLE,
+    PolicyError,
+    load_policy,
+    parse_policy,
+    transfer_refusal,
+)
 from shared.departments import TRIAGE
-from shared.events import Language
+from shared.events import Category, Language, Origin
 from tests.unit.samples import sample_content
+
+SHIPPED = load_policy()
+
+
+def policy(rules: str, version: str = "test") -> str:
+    return f'version = "{version}"\n{rules}'
 
 
 @pytest.mark.parametrize(
@@ -19,25 +34,180 @@ from tests.unit.samples import sample_content
         ("VAT 发票", "How do we issue a VAT invoice (增值税发票) here?", "tj-tax"),
         ("停电", "园区B座今天停电，生产线停了", "tj-utilities"),
         ("Patent", "We want to file a patent for our new sensor", "zgc-ip"),
-        ("搬迁", "公司计划从北京搬迁到滨海，需要选址", "park-investment"),
+        ("搬迁", "公司计划从北京整体搬迁到滨海，需要选址", "park-investment"),
         ("中试", "样品需要做中试生产", "park-innovation"),
     ],
 )
-def test_tickets_in_chinese_english_and_mixed_go_to_their_department(
+def test_shipped_policy_routes_chinese_english_and_mixed(
     subject: str, description: str, department: str
 ) -> None:
-    decision = decide(
+    decision = SHIPPED.decide(
         sample_content(subject=subject, description=description, language=Language.EN)
     )
 
     assert decision.department == department
     assert decision.matched_terms
     assert decision.rule_id is not None
+    assert decision.policy_version == SHIPPED.version
 
 
 def test_a_ticket_nobody_can_place_goes_to_triage() -> None:
-    decision = decide(sample_content(subject="你好", description="有个问题想咨询"))
+    decision = SHIPPED.decide(sample_content(subject="你好", description="我们有个问题"))
 
     assert decision.department == TRIAGE
     assert decision.reason == UNPLACEABLE
-    assert decision.matched_terms == ()
+    assert decision.rule_id is None
+
+
+def test_the_hard_pair_names_its_runner_up() -> None:
+    decision = SHIPPED.decide(
+        sample_content(subject="参加天津社保", description="员工放弃北京社保，改为参加天津社保")
+    )
+
+    assert decision.department == "tj-hrss"
+    assert decision.runner_up is not None
+    assert decision.runner_up.department == "bj-hrss"
+    assert "北京社保" in decision.runner_up.matched_terms
+
+
+def test_english_terms_match_whole_words_and_stems_only() -> None:
+    rules = policy("""
+[[rule]]
+id = "tax"
+department = "tj-tax"
+any = ["tax"]
+
+[[rule]]
+id = "move"
+department = "park-investment"
+any = ["relocat*"]
+""")
+    compiled = parse_policy(rules, "inline")
+
+    assert compiled.decide(sample_content("Taxi", "the taxi rank")).department == TRIAGE
+    assert compiled.decide(sample_content("Tax", "our TAX return")).department == "tj-tax"
+    assert compiled.decide(sample_content("M", "relocating soon")).department == "park-investment"
+    assert compiled.decide(sample_content("M", "dislocation")).department == TRIAGE
+
+
+def test_chinese_terms_match_inside_unspaced_text_and_full_width_folds() -> None:
+    rules = policy("""
+[[rule]]
+id = "ip"
+department = "zgc-ip"
+any = ["专利", "pct"]
+""")
+    compiled = parse_policy(rules, "inline")
+
+    assert (
+        compiled.decide(sample_content("问", "我们想申请发明专利的快速通道")).department == "zgc-ip"
+    )
+    assert compiled.decide(sample_content("Ｑ", "ＰＣＴ申请")).department == "zgc-ip"
+
+
+def test_attributes_category_and_priority_decide() -> None:
+    rules = policy("""
+[[rule]]
+id = "beijing-firms"
+department = "park-investment"
+priority = 70
+any = ["policy"]
+origins = ["beijing"]
+zhongguancun_certified = true
+
+[[rule]]
+id = "anyone"
+department = "park-service"
+priority = 10
+any = ["policy"]
+categories = ["management"]
+""")
+    compiled = parse_policy(rules, "inline")
+    content = sample_content("Q", "which policy applies?")
+    other = content.model_copy(
+        update={
+            "enterprise": content.enterprise.model_copy(update={"origin": Origin.TIANJIN}),
+            "category": Category.MANAGEMENT,
+        }
+    )
+
+    assert compiled.decide(content).rule_id == "beijing-firms"
+    assert compiled.decide(other).rule_id == "anyone"
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    [
+        ('[[rule]]\nid = "a"\ndepartment = "tj-nowhere"\nany = ["x"]', "unknown department"),
+        ('[[rule]]\nid = "a"\ndepartment = "park-supervision"\nany = ["x"]', "never a routing"),
+        ('[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["税", "  "]', "empty pattern"),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\n'
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["y"]',
+            "duplicate rule id",
+        ),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nall = ["增值税发票"]\nnone = ["发票"]',
+            "can never match",
+        ),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["tax refund"]\nnone = ["tax"]',
+            "can never match",
+        ),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\ncategories = []',
+            "can never match",
+        ),
+        ('[[rule]]\nid = "a"\ndepartment = "tj-tax"', "has no condition"),
+        ('[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\npriorty = 5', "unknown keys"),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\norigins = ["mars"]',
+            "'origins' takes",
+        ),
+    ],
+)
+def test_a_bad_policy_is_refused_naming_file_and_rule(rules: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message) as refused:
+        parse_policy(policy(rules), "policy-under-test.toml")
+
+    assert "policy-under-test.toml" in str(refused.value)
+
+
+def test_a_refusal_names_the_rule() -> None:
+    with pytest.raises(PolicyError) as refused:
+        parse_policy(policy('[[rule]]\nid = "bad-one"\ndepartment = "x"\nany = ["y"]'), "f.toml")
+
+    assert refused.value.rule == "bad-one"
+    assert str(refused.value).startswith("f.toml, rule 'bad-one'")
+
+
+def test_unreadable_and_malformed_files_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("version = \n")
+    with pytest.raises(PolicyError, match="not valid TOML"):
+        load_policy(broken)
+
+
+def test_the_shipped_policy_file_is_the_default() -> None:
+    assert SHIPPED.source == str(POLICY_FILE)
+    assert len(SHIPPED.rules) >= 25
+
+
+@pytest.mark.parametrize(
+    ("current", "target", "refused"),
+    [
+        ("tj-tax", "park-supervision", "escalations"),
+        ("tj-tax", "tj-tax", "already"),
+        ("tj-tax", "tj-nowhere", "unknown department"),
+        ("tj-tax", "tj-market", None),
+    ],
+)
+def test_transfer_refusals(current: str, target: str, refused: str | None) -> None:
+    reason = transfer_refusal(current, target)
+    if refused is None:
+        assert reason is None
+    else:
+        assert reason is not None
+        assert refused in reason
