@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval
+	routing-eval bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +45,9 @@ unit: venv ## only the tests that need no infrastructure
 
 integration: infra
 	@$(BIN)/pytest tests/integration
+
+bench: venv ## benchmarks: print the figures and write them to bench/results/
+	@$(BIN)/python -m bench.routing
 
 routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
 	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl
