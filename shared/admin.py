@@ -6,11 +6,12 @@ import logging
 import sys
 from datetime import timedelta
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.auth import Role, issue_credential
 from shared.settings import CommonSettings, ServiceSettings
+from shared.topics import TopicSpec
 
 log = logging.getLogger("parkdesk.admin")
 
@@ -29,6 +30,7 @@ async def provision_topics(settings: CommonSettings, wait_seconds: float = 60) -
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
+        await _grow_partitions(admin, [s for s in settings.topics.specs() if s.name in existing])
         missing = [spec for spec in settings.topics.specs() if spec.name not in existing]
         created = []
         for spec in missing:
@@ -55,6 +57,23 @@ async def provision_topics(settings: CommonSettings, wait_seconds: float = 60) -
         return created
     finally:
         await admin.close()
+
+
+async def _grow_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> None:
+    """Adds partitions where the layout asks for more than a topic has (never fewer: Kafka
+    cannot shrink a topic, and keys would move)."""
+    if not specs:
+        return
+    described = await admin.describe_topics([spec.name for spec in specs])
+    current = {topic["topic"]: len(topic["partitions"]) for topic in described}
+    grow = {
+        spec.name: NewPartitions(spec.partitions)
+        for spec in specs
+        if current.get(spec.name, spec.partitions) < spec.partitions
+    }
+    if grow:
+        log.info("adding partitions: %s", {name: p.total_count for name, p in grow.items()})
+        await admin.create_partitions(grow)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -139,18 +139,6 @@ class TicketRouted(Event):
     resolution_due_at: AwareDatetime
 
 
-class TicketTransferred(Event):
-    """A department handed the ticket to another one; the SLA clock keeps running."""
-
-    event_type: ClassVar[str] = "ticket.transferred"
-    type: Literal["ticket.transferred"] = "ticket.transferred"
-    schema_version: Literal[1] = 1
-    from_department: DepartmentCode
-    to_department: DepartmentCode
-    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-    actor: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-
-
 class TicketTransferRefused(Event):
     """Routing refused a transfer: the ticket stays with the department that has it."""
 
@@ -162,6 +150,110 @@ class TicketTransferRefused(Event):
     department: DepartmentCode
     """The department that keeps the ticket."""
     reason: Annotated[str, StringConstraints(max_length=500)]
+
+
+class ActorRole(StrEnum):
+    ENTERPRISE = "enterprise"
+    FRONTEND = "frontend"
+    DEPARTMENT = "department"
+
+
+class Actor(Contract):
+    """Who did it: for a frontend acting for an enterprise, the frontend is the actor."""
+
+    role: ActorRole
+    id: Annotated[str, StringConstraints(min_length=1, max_length=100)]
+
+
+AttachmentUrl = Annotated[str, StringConstraints(pattern=r"^https://\S{1,2000}$")]
+
+
+class Attachment(Contract):
+    """A reference to a file kept elsewhere; parkdesk never stores the file itself."""
+
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    url: AttachmentUrl
+
+
+Note = Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class TicketAction(Event):
+    """A step of the lifecycle someone took through the API."""
+
+    actor: Actor
+    department: DepartmentCode
+    """The department that has the ticket when the action is taken."""
+
+
+class TicketAcknowledged(TicketAction):
+    event_type: ClassVar[str] = "ticket.acknowledged"
+    type: Literal["ticket.acknowledged"] = "ticket.acknowledged"
+    schema_version: Literal[1] = 1
+
+
+class TicketCommented(TicketAction):
+    event_type: ClassVar[str] = "ticket.commented"
+    type: Literal["ticket.commented"] = "ticket.commented"
+    schema_version: Literal[1] = 1
+    comment: Note
+    attachments: tuple[Attachment, ...] = ()
+
+
+class TicketInformationRequested(TicketAction):
+    """The department needs something from the enterprise: the SLA clock pauses."""
+
+    event_type: ClassVar[str] = "ticket.information_requested"
+    type: Literal["ticket.information_requested"] = "ticket.information_requested"
+    schema_version: Literal[1] = 1
+    question: Note
+
+
+class TicketInformationProvided(TicketAction):
+    """The enterprise answered: the SLA clock resumes."""
+
+    event_type: ClassVar[str] = "ticket.information_provided"
+    type: Literal["ticket.information_provided"] = "ticket.information_provided"
+    schema_version: Literal[1] = 1
+    answer: Note
+    attachments: tuple[Attachment, ...] = ()
+
+
+class TicketResolved(TicketAction):
+    event_type: ClassVar[str] = "ticket.resolved"
+    type: Literal["ticket.resolved"] = "ticket.resolved"
+    schema_version: Literal[1] = 1
+    resolution: Note
+
+
+class TicketClosed(TicketAction):
+    """The enterprise confirmed the resolution and rated it."""
+
+    event_type: ClassVar[str] = "ticket.closed"
+    type: Literal["ticket.closed"] = "ticket.closed"
+    schema_version: Literal[1] = 1
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class TicketReopened(TicketAction):
+    """The enterprise says it is not resolved: a fresh resolution target starts."""
+
+    event_type: ClassVar[str] = "ticket.reopened"
+    type: Literal["ticket.reopened"] = "ticket.reopened"
+    schema_version: Literal[1] = 1
+    reason: Note
+
+
+class TicketTransferred(TicketAction):
+    """The department that has the ticket hands it to another; the SLA clock keeps running."""
+
+    event_type: ClassVar[str] = "ticket.transferred"
+    type: Literal["ticket.transferred"] = "ticket.transferred"
+    schema_version: Literal[1] = 1
+    from_department: DepartmentCode
+    to_department: DepartmentCode
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 
 
 # --- the ticket as a department receives it, on <namespace>.dept.<code> -----------------
@@ -213,6 +305,50 @@ class SlaBreached(Event):
     overdue_seconds: float
 
 
+class SlaFirstResponseMissed(Event):
+    event_type: ClassVar[str] = "sla.first_response_missed"
+    type: Literal["sla.first_response_missed"] = "sla.first_response_missed"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    first_response_due_at: AwareDatetime
+    overdue_seconds: float
+
+
+class SlaPaused(Event):
+    """The ticket awaits the enterprise: the resolution clock stands still."""
+
+    event_type: ClassVar[str] = "sla.paused"
+    type: Literal["sla.paused"] = "sla.paused"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    remaining_seconds: float
+
+
+class SlaResumed(Event):
+    """The enterprise answered: the clock runs again, and the due time moved by the pause."""
+
+    event_type: ClassVar[str] = "sla.resumed"
+    type: Literal["sla.resumed"] = "sla.resumed"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    resolution_due_at: AwareDatetime
+    remaining_seconds: float
+
+
+class SlaMet(Event):
+    """Resolved, and whether in time; the clock stops."""
+
+    event_type: ClassVar[str] = "sla.met"
+    type: Literal["sla.met"] = "sla.met"
+    schema_version: Literal[1] = 1
+    department: DepartmentCode
+    resolution_due_at: AwareDatetime
+    resolved_at: AwareDatetime
+    in_time: bool
+    remaining_seconds: float
+    """Negative when resolved late."""
+
+
 # --- deliveries, on <namespace>.notifications -------------------------------------------
 
 
@@ -237,10 +373,21 @@ AnyEvent = (
     | TicketRouted
     | TicketTransferred
     | TicketTransferRefused
+    | TicketAcknowledged
+    | TicketCommented
+    | TicketInformationRequested
+    | TicketInformationProvided
+    | TicketResolved
+    | TicketClosed
+    | TicketReopened
     | TicketAssigned
     | SlaStarted
     | SlaWarning
     | SlaBreached
+    | SlaFirstResponseMissed
+    | SlaPaused
+    | SlaResumed
+    | SlaMet
     | NotificationSent
 )
 
@@ -251,10 +398,21 @@ EVENT_MODELS: dict[tuple[str, int], type[Event]] = {
         TicketRouted,
         TicketTransferred,
         TicketTransferRefused,
+        TicketAcknowledged,
+        TicketCommented,
+        TicketInformationRequested,
+        TicketInformationProvided,
+        TicketResolved,
+        TicketClosed,
+        TicketReopened,
         TicketAssigned,
         SlaStarted,
         SlaWarning,
         SlaBreached,
+        SlaFirstResponseMissed,
+        SlaPaused,
+        SlaResumed,
+        SlaMet,
         NotificationSent,
     )
 }

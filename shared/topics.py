@@ -48,7 +48,10 @@ class Topics:
         return [
             # Six partitions: up to six instances of each consumer group of ticket events.
             TopicSpec(self.tickets, partitions=6, retention_ms=30 * DAY_MS),
-            TopicSpec(self.sla, partitions=3, retention_ms=30 * DAY_MS),
+            # As many as the tickets topic: the same key lands on the same partition number, and
+            # the range assignor gives both to the same consumer, so one instance owns all of a
+            # ticket's state.
+            TopicSpec(self.sla, partitions=6, retention_ms=30 * DAY_MS),
             TopicSpec(self.notifications, partitions=3, retention_ms=7 * DAY_MS),
             # Dead letters wait for a person; keep them long and in one ordered log.
             TopicSpec(self.dead_letters, partitions=1, retention_ms=90 * DAY_MS),

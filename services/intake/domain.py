@@ -6,12 +6,38 @@ Pure: no Kafka, no MongoDB, no clock of its own (callers pass `now`).
 import hashlib
 import json
 import secrets
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated
 
 from pydantic import BaseModel, StringConstraints
 
-from shared.events import Event, Ticket, TicketContent, TicketRouted, TicketSubmitted
+from shared.departments import DEPARTMENTS, SUPERVISION
+from shared.events import (
+    ActorRole,
+    Event,
+    SlaBreached,
+    SlaMet,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
+    SlaWarning,
+    Ticket,
+    TicketAcknowledged,
+    TicketAction,
+    TicketClosed,
+    TicketCommented,
+    TicketContent,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketRouted,
+    TicketSubmitted,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 
 IdempotencyKey = Annotated[
     str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$", strip_whitespace=True)
@@ -25,20 +51,6 @@ class TicketAccepted(BaseModel):
     status: str
     submitted_at: datetime
     resolution_due_at: datetime
-
-
-class HistoryEntry(BaseModel):
-    event_id: str
-    type: str
-    occurred_at: datetime
-    details: dict[str, Any]
-
-
-class TicketView(BaseModel):
-    ticket: Ticket
-    status: str
-    department: str | None
-    history: list[HistoryEntry]
 
 
 def new_ticket_id(now: datetime) -> str:
@@ -85,33 +97,180 @@ def accept(
     )
 
 
-def view(events: list[Event]) -> TicketView | None:
-    """The ticket as its events tell it, oldest first; None before it was submitted."""
-    ordered = sorted(
-        {event.event_id: event for event in events}.values(), key=lambda event: event.occurred_at
-    )
-    submitted = next((e for e in ordered if isinstance(e, TicketSubmitted)), None)
-    if submitted is None:
-        return None
-    status, department = "submitted", None
-    history = []
-    for event in ordered:
-        if isinstance(event, TicketRouted):
-            status, department = "routed", event.department
-        history.append(
-            HistoryEntry(
-                event_id=str(event.event_id),
-                type=event.type,
-                occurred_at=event.occurred_at,
-                details=_details(event),
+# --- the lifecycle -----------------------------------------------------------------------
+
+REOPEN_WINDOW = timedelta(days=7)
+AT_RISK_THRESHOLD = 0.75
+"""A ticket past this share of its target is at risk."""
+
+
+class Status(StrEnum):
+    SUBMITTED = "submitted"
+    ROUTED = "routed"
+    ACKNOWLEDGED = "acknowledged"
+    IN_PROGRESS = "in_progress"
+    AWAITING_ENTERPRISE = "awaiting_enterprise"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+
+class Action(StrEnum):
+    ACKNOWLEDGE = "acknowledge"
+    COMMENT = "comment"
+    REQUEST_INFORMATION = "request-information"
+    TRANSFER = "transfer"
+    RESOLVE = "resolve"
+    PROVIDE_INFORMATION = "provide-information"
+    CLOSE = "close"
+    REOPEN = "reopen"
+
+
+DEPARTMENT_ACTIONS = frozenset(
+    {
+        Action.ACKNOWLEDGE,
+        Action.COMMENT,
+        Action.REQUEST_INFORMATION,
+        Action.TRANSFER,
+        Action.RESOLVE,
+    }
+)
+ENTERPRISE_ACTIONS = frozenset(
+    {Action.COMMENT, Action.PROVIDE_INFORMATION, Action.CLOSE, Action.REOPEN}
+)
+
+ALLOWED: dict[Status, frozenset[Action]] = {
+    Status.SUBMITTED: frozenset({Action.COMMENT}),
+    Status.ROUTED: frozenset({Action.ACKNOWLEDGE, Action.COMMENT, Action.TRANSFER}),
+    Status.ACKNOWLEDGED: frozenset(
+        {Action.COMMENT, Action.REQUEST_INFORMATION, Action.TRANSFER, Action.RESOLVE}
+    ),
+    Status.IN_PROGRESS: frozenset(
+        {Action.COMMENT, Action.REQUEST_INFORMATION, Action.TRANSFER, Action.RESOLVE}
+    ),
+    Status.AWAITING_ENTERPRISE: frozenset(
+        {Action.COMMENT, Action.PROVIDE_INFORMATION, Action.RESOLVE}
+    ),
+    Status.RESOLVED: frozenset({Action.COMMENT, Action.CLOSE, Action.REOPEN}),
+    Status.CLOSED: frozenset(),
+}
+
+
+class IllegalAction(ValueError):
+    """The action does not fit the ticket's state; the message says what would."""
+
+
+@dataclass(frozen=True)
+class TicketState:
+    ticket: Ticket
+    status: Status
+    department: str | None
+    sequence: int
+    """How many of intake's own events the ticket has: the next one takes sequence + 1."""
+    resolved_at: datetime | None = None
+    rating: int | None = None
+    status_before_transfer: Status | None = None
+    due_at: datetime | None = None
+    """The resolution due time, as sla last told it (it moves with pauses and reopens)."""
+    paused: bool = False
+    at_risk: bool = False
+    breached: bool = False
+    history: tuple[Event, ...] = field(default=())
+
+    @property
+    def resolution_due_at(self) -> datetime:
+        return self.due_at or self.ticket.resolution_due_at
+
+    def allowed(self, side: frozenset[Action]) -> list[str]:
+        return sorted(action.value for action in ALLOWED[self.status] & side)
+
+    def check(self, action: Action, side: frozenset[Action], now: datetime) -> None:
+        """Raises IllegalAction naming the state and what is allowed in it."""
+        if action not in ALLOWED[self.status] & side:
+            allowed = ", ".join(self.allowed(side)) or "nothing more"
+            raise IllegalAction(
+                f"cannot {action.value} a ticket that is {self.status.value}; "
+                f"allowed now: {allowed}"
             )
-        )
-    return TicketView(
-        ticket=submitted.ticket, status=status, department=department, history=history
+        resolved_at = self.resolved_at
+        if action is Action.REOPEN and resolved_at and now - resolved_at > REOPEN_WINDOW:
+            raise IllegalAction(
+                f"cannot reopen: the ticket was resolved on {resolved_at:%Y-%m-%d}, "
+                f"more than {REOPEN_WINDOW.days} days ago; open a new ticket instead"
+            )
+
+    def check_transfer(self, to_department: str) -> None:
+        if to_department == SUPERVISION:
+            raise IllegalAction(f"{SUPERVISION} receives escalations, never tickets")
+        if to_department not in DEPARTMENTS:
+            raise IllegalAction(f"unknown department {to_department!r}")
+        if to_department == self.department:
+            raise IllegalAction(f"the ticket is with {to_department} already")
+
+
+def fold(events: list[Event]) -> TicketState | None:
+    """The ticket as its events tell it, in the order they happened; None before submission."""
+    ordered = sorted(
+        {event.event_id: event for event in events}.values(), key=lambda e: e.occurred_at
     )
+    state: TicketState | None = None
+    own = 0  # intake's own events: the submission and every action
+    for event in ordered:
+        if isinstance(event, TicketSubmitted):
+            own += 1
+            state = TicketState(event.ticket, Status.SUBMITTED, None, 0)
+        if state is None:
+            continue
+        elif isinstance(event, TicketAction):
+            own += 1
+        state = replace(apply(state, event), sequence=own, history=(*state.history, event))
+    return state
 
 
-def _details(event: Event) -> dict[str, Any]:
-    if isinstance(event, TicketRouted):
-        return {"department": event.department, "reason": event.reason}
-    return {}
+def apply(state: TicketState, event: Event) -> TicketState:
+    match event:
+        case TicketRouted():
+            return replace(state, status=Status.ROUTED, department=event.department)
+        case TicketAcknowledged():
+            return replace(state, status=Status.ACKNOWLEDGED)
+        case TicketInformationRequested():
+            return replace(state, status=Status.AWAITING_ENTERPRISE)
+        case TicketInformationProvided() | TicketReopened():
+            return replace(state, status=Status.IN_PROGRESS, resolved_at=None)
+        case TicketCommented() if (
+            state.status is Status.ACKNOWLEDGED and event.actor.role is ActorRole.DEPARTMENT
+        ):
+            return replace(state, status=Status.IN_PROGRESS)
+        case TicketTransferred():
+            return replace(
+                state,
+                status=Status.ROUTED,
+                department=event.to_department,
+                status_before_transfer=state.status,
+            )
+        case TicketTransferRefused():
+            return replace(
+                state,
+                department=event.department,
+                status=state.status_before_transfer or state.status,
+            )
+        case TicketResolved():
+            return replace(state, status=Status.RESOLVED, resolved_at=event.occurred_at)
+        case TicketClosed():
+            return replace(state, status=Status.CLOSED, rating=event.rating)
+        case SlaStarted():
+            return replace(state, due_at=event.resolution_due_at, paused=False)
+        case SlaResumed():
+            return replace(state, due_at=event.resolution_due_at, paused=False)
+        case SlaPaused():
+            return replace(state, paused=True)
+        case SlaWarning() if event.threshold >= AT_RISK_THRESHOLD:
+            return replace(state, at_risk=True)
+        case SlaBreached():
+            return replace(state, breached=True)
+        case SlaMet():
+            return replace(state, at_risk=False)
+    return state
+
+
+def remaining_seconds(due_at: datetime, now: datetime) -> float:
+    return (due_at - now).total_seconds()

@@ -1,26 +1,197 @@
 """intake's request and event handlers."""
 
+import base64
+import json
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Request, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.intake.domain import (
+    DEPARTMENT_ACTIONS,
+    ENTERPRISE_ACTIONS,
+    Action,
     IdempotencyKey,
+    IllegalAction,
+    Status,
     TicketAccepted,
-    TicketView,
+    TicketState,
     accept,
     fingerprint,
+    fold,
     new_ticket_id,
+    remaining_seconds,
     submission_time,
-    view,
 )
 from services.intake.relay import OutboxRelay
-from services.intake.store import IntakeStore
+from services.intake.store import IntakeStore, Recorded
 from shared.auth import Authenticator, Principal, Role
-from shared.events import TicketContent, TicketId, TicketRouted
+from shared.events import (
+    Actor,
+    ActorRole,
+    Attachment,
+    DepartmentCode,
+    Event,
+    Note,
+    Ticket,
+    TicketAcknowledged,
+    TicketAction,
+    TicketClosed,
+    TicketCommented,
+    TicketContent,
+    TicketId,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketTransferred,
+)
 from shared.kafka import Source
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class AcknowledgeBody(Body):
+    pass
+
+
+class CommentBody(Body):
+    comment: Note
+    attachments: Annotated[list[Attachment], Field(max_length=10)] = []
+
+
+class RequestInformationBody(Body):
+    question: Note
+
+
+class ProvideInformationBody(Body):
+    answer: Note
+    attachments: Annotated[list[Attachment], Field(max_length=10)] = []
+
+
+class TransferBody(Body):
+    to_department: DepartmentCode
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class ResolveBody(Body):
+    resolution: Note
+
+
+class CloseBody(Body):
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class ReopenBody(Body):
+    reason: Note
+
+
+class ActionAccepted(BaseModel):
+    ticket_id: str
+    event_id: str
+    action: str
+    status: str
+    department: str | None
+
+
+class HistoryEntry(BaseModel):
+    event_id: str
+    type: str
+    occurred_at: datetime
+    details: dict[str, Any]
+
+
+class TicketView(BaseModel):
+    ticket: Ticket
+    status: str
+    department: str | None
+    resolution_due_at: datetime
+    remaining_seconds: float
+    paused: bool
+    at_risk: bool
+    breached: bool
+    rating: int | None
+    allowed_actions: list[str]
+    history: list[HistoryEntry]
+
+
+class TicketSummary(BaseModel):
+    ticket_id: str
+    enterprise_id: str
+    department: str | None
+    status: str
+    subject: str
+    submitted_at: datetime
+    resolution_due_at: datetime
+    remaining_seconds: float
+    paused: bool
+    at_risk: bool
+    breached: bool
+
+
+class Page(BaseModel):
+    items: list[TicketSummary]
+    next_cursor: str | None
+
+
+ENVELOPE = {
+    "event_id",
+    "type",
+    "schema_version",
+    "occurred_at",
+    "ticket_id",
+    "correlation_id",
+    "ticket",
+}
+
+BuildEvent = Callable[[Any, dict[str, Any], TicketState], TicketAction]
+
+ACTIONS: dict[Action, tuple[type[Body], BuildEvent]] = {
+    Action.ACKNOWLEDGE: (AcknowledgeBody, lambda _, common, __: TicketAcknowledged(**common)),
+    Action.COMMENT: (
+        CommentBody,
+        lambda body, common, _: TicketCommented(
+            **common, comment=body.comment, attachments=tuple(body.attachments)
+        ),
+    ),
+    Action.REQUEST_INFORMATION: (
+        RequestInformationBody,
+        lambda body, common, _: TicketInformationRequested(**common, question=body.question),
+    ),
+    Action.PROVIDE_INFORMATION: (
+        ProvideInformationBody,
+        lambda body, common, _: TicketInformationProvided(
+            **common, answer=body.answer, attachments=tuple(body.attachments)
+        ),
+    ),
+    Action.TRANSFER: (
+        TransferBody,
+        lambda body, common, state: TicketTransferred(
+            **common,
+            from_department=state.department,
+            to_department=body.to_department,
+            reason=body.reason,
+        ),
+    ),
+    Action.RESOLVE: (
+        ResolveBody,
+        lambda body, common, _: TicketResolved(**common, resolution=body.resolution),
+    ),
+    Action.CLOSE: (
+        CloseBody,
+        lambda body, common, _: TicketClosed(**common, rating=body.rating, comment=body.comment),
+    ),
+    Action.REOPEN: (
+        ReopenBody,
+        lambda body, common, _: TicketReopened(**common, reason=body.reason),
+    ),
+}
 
 
 def routes(
@@ -29,8 +200,13 @@ def routes(
     router = APIRouter(prefix="/v1", tags=["tickets"])
     Submitter = Annotated[Principal, Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND))]
     Reader = Annotated[
-        Principal, Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND, Role.SUPERVISOR))
+        Principal,
+        Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND, Role.DEPARTMENT, Role.SUPERVISOR)),
     ]
+    Worker = Annotated[
+        Principal, Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND, Role.DEPARTMENT))
+    ]
+    QueueReader = Annotated[Principal, Depends(auth.require(Role.DEPARTMENT, Role.SUPERVISOR))]
 
     @router.post(
         "/tickets",
@@ -65,33 +241,271 @@ def routes(
             ticket_id=claimed["ticket_id"],
             submitted_at=claimed["submitted_at"],
             resolution_target=resolution_target,
-            correlation_id=request.headers.get("x-correlation-id") or uuid.uuid4().hex,
+            correlation_id=correlation_id(request),
         )
         # For a retry this finds the event stored already, or completes a first request that
         # died between claiming its key and storing its event.
-        await store.record(submitted, recorded_at=now)
+        if await store.record(submitted, 1, recorded_at=now) is Recorded.STORED:
+            await store.audit(submitted, "submit", principal, client_address(request), now)
         relay.wake()
         return TicketAccepted(
             ticket_id=submitted.ticket_id,
-            status="submitted",
+            status=Status.SUBMITTED.value,
             submitted_at=submitted.ticket.submitted_at,
             resolution_due_at=submitted.ticket.resolution_due_at,
         )
 
-    @router.get("/tickets/{ticket_id}", summary="A ticket with its status and history")
+    @router.get("/tickets/{ticket_id}", summary="A ticket with its state and full history")
     async def get_ticket(ticket_id: Annotated[TicketId, Path()], principal: Reader) -> TicketView:
-        found = view(await store.ticket_events(ticket_id))
-        # 404 also for a ticket the caller may not see: it must not learn that it exists.
-        if found is None or not principal.may_read_enterprise(found.ticket.enterprise.id):
-            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such ticket")
-        return found
+        state = await visible_state(store, ticket_id, principal)
+        now = datetime.now(UTC)
+        side = DEPARTMENT_ACTIONS if principal.role is Role.DEPARTMENT else ENTERPRISE_ACTIONS
+        return TicketView(
+            ticket=state.ticket,
+            status=state.status.value,
+            department=state.department,
+            resolution_due_at=state.resolution_due_at,
+            remaining_seconds=remaining_seconds(state.resolution_due_at, now),
+            paused=state.paused,
+            at_risk=state.at_risk,
+            breached=state.breached,
+            rating=state.rating,
+            allowed_actions=[] if principal.role is Role.SUPERVISOR else state.allowed(side),
+            history=[
+                HistoryEntry(
+                    event_id=str(event.event_id),
+                    type=event.type,
+                    occurred_at=event.occurred_at,
+                    details=event.model_dump(mode="json", exclude=ENVELOPE),
+                )
+                for event in state.history
+            ],
+        )
 
+    @router.get("/tickets", summary="An enterprise's tickets, oldest first")
+    async def get_tickets(
+        principal: Annotated[
+            Principal, Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND, Role.SUPERVISOR))
+        ],
+        enterprise_id: Annotated[str | None, Query(max_length=64)] = None,
+        ticket_status: Annotated[Status | None, Query(alias="status")] = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    ) -> Page:
+        if principal.role is Role.ENTERPRISE:
+            if enterprise_id not in (None, principal.subject):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such enterprise")
+            enterprise_id = principal.subject
+        elif principal.role is Role.FRONTEND and enterprise_id is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "a frontend names the enterprise: ?enterprise_id=",
+            )
+        criteria: dict[str, Any] = {}
+        if enterprise_id is not None:
+            criteria["enterprise_id"] = enterprise_id
+        if ticket_status is not None:
+            criteria["status"] = ticket_status.value
+        return await page(store, criteria, "submitted_at", cursor, limit)
+
+    @router.get("/queue", summary="A department's tickets by due time, with filters")
+    async def get_queue(
+        principal: QueueReader,
+        department: Annotated[DepartmentCode | None, Query()] = None,
+        ticket_status: Annotated[Status | None, Query(alias="status")] = None,
+        at_risk: bool | None = None,
+        breached: bool | None = None,
+        cursor: Annotated[str | None, Query(max_length=200)] = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    ) -> Page:
+        if principal.role is Role.DEPARTMENT:
+            if department not in (None, principal.subject):
+                raise HTTPException(status.HTTP_404_NOT_FOUND, "no such queue")
+            department = principal.subject
+        criteria: dict[str, Any] = {}
+        for name, value in (
+            ("department", department),
+            ("at_risk", at_risk),
+            ("breached", breached),
+        ):
+            if value is not None:
+                criteria[name] = value
+        if ticket_status is not None:
+            criteria["status"] = ticket_status.value
+        return await page(store, criteria, "due_at", cursor, limit)
+
+    for action, (body_model, build) in ACTIONS.items():
+        router.add_api_route(
+            f"/tickets/{{ticket_id}}/{action.value}",
+            action_handler(store, relay, action, body_model, build, Worker),
+            methods=["POST"],
+            status_code=status.HTTP_202_ACCEPTED,
+            summary=f"{action.value.replace('-', ' ').capitalize()}",
+            responses={
+                404: {"description": "no such ticket, or not the caller's"},
+                409: {"description": "not allowed in the ticket's state; the message says why"},
+            },
+            response_model=ActionAccepted,
+        )
     return router
 
 
+def action_handler(
+    store: IntakeStore,
+    relay: OutboxRelay,
+    action: Action,
+    body_model: type[Body],
+    build: BuildEvent,
+    worker: Any,
+) -> Any:
+    async def take_action(
+        ticket_id: Annotated[TicketId, Path()],
+        body: body_model,  # type: ignore[valid-type]
+        request: Request,
+        principal: worker,
+        idempotency_key: Annotated[IdempotencyKey | None, Header()] = None,
+    ) -> ActionAccepted:
+        state = await visible_state(store, ticket_id, principal)
+        now = datetime.now(UTC)
+        side = DEPARTMENT_ACTIONS if principal.role is Role.DEPARTMENT else ENTERPRISE_ACTIONS
+        try:
+            state.check(action, side, now)
+            if action is Action.TRANSFER:
+                state.check_transfer(cast(TransferBody, body).to_department)
+        except IllegalAction as illegal:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                {
+                    "message": str(illegal),
+                    "status": state.status.value,
+                    "allowed": state.allowed(side),
+                },
+            ) from None
+        scope = f"{principal.role.value}:{principal.subject}:{ticket_id}:{idempotency_key}"
+        common = {
+            "event_id": Event.derived_id(scope) if idempotency_key else uuid.uuid4(),
+            "occurred_at": now,
+            "ticket_id": ticket_id,
+            "correlation_id": correlation_id(request),
+            "actor": actor_of(principal),
+            "department": state.department,
+        }
+        event = build(body, common, state)
+        recorded = await store.record(event, state.sequence + 1, recorded_at=now)
+        if recorded is Recorded.CONFLICT:
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                {
+                    "message": "the ticket changed while this was sent; reload it and retry",
+                    "status": state.status.value,
+                    "allowed": state.allowed(side),
+                },
+            )
+        if recorded is Recorded.STORED:
+            await store.audit(event, action.value, principal, client_address(request), now)
+            relay.wake()
+        after = fold([*state.history, event])
+        assert after is not None
+        return ActionAccepted(
+            ticket_id=ticket_id,
+            event_id=str(event.event_id),
+            action=action.value,
+            status=after.status.value,
+            department=after.department,
+        )
+
+    take_action.__name__ = f"post_{action.value.replace('-', '_')}"
+    return take_action
+
+
+async def visible_state(store: IntakeStore, ticket_id: str, principal: Principal) -> TicketState:
+    """The ticket if the caller may see it; 404 otherwise, so that it learns nothing."""
+    state = fold(await store.ticket_events(ticket_id))
+    if state is None or not may_see(principal, state):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such ticket")
+    return state
+
+
+def may_see(principal: Principal, state: TicketState) -> bool:
+    if principal.role is Role.DEPARTMENT:
+        return state.department == principal.subject
+    return principal.may_read_enterprise(state.ticket.enterprise.id)
+
+
+def actor_of(principal: Principal) -> Actor:
+    roles = {
+        Role.ENTERPRISE: ActorRole.ENTERPRISE,
+        Role.FRONTEND: ActorRole.FRONTEND,
+        Role.DEPARTMENT: ActorRole.DEPARTMENT,
+    }
+    return Actor(role=roles[principal.role], id=principal.subject)
+
+
+def correlation_id(request: Request) -> str:
+    given = request.headers.get("x-correlation-id", "")
+    return given if 0 < len(given) <= 128 else uuid.uuid4().hex
+
+
+def client_address(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def page(
+    store: IntakeStore, criteria: dict[str, Any], sort_field: str, cursor: str | None, limit: int
+) -> Page:
+    after = decode_cursor(cursor) if cursor else None
+    documents = await store.views(criteria, after, sort_field, limit + 1)
+    now = datetime.now(UTC)
+    items = [
+        TicketSummary(
+            ticket_id=d["_id"],
+            enterprise_id=d["enterprise_id"],
+            department=d["department"],
+            status=d["status"],
+            subject=d["subject"],
+            submitted_at=d["submitted_at"],
+            resolution_due_at=d["due_at"],
+            remaining_seconds=remaining_seconds(d["due_at"], now),
+            paused=d["paused"],
+            at_risk=d["at_risk"],
+            breached=d["breached"],
+        )
+        for d in documents[:limit]
+    ]
+    next_cursor = None
+    if len(documents) > limit:
+        last = documents[limit - 1]
+        next_cursor = encode_cursor(last[sort_field], last["_id"])
+    return Page(items=items, next_cursor=next_cursor)
+
+
+def encode_cursor(moment: datetime, ticket_id: str) -> str:
+    raw = json.dumps([moment.isoformat(), ticket_id]).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        moment, ticket_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return datetime.fromisoformat(moment), str(ticket_id)
+    except (ValueError, TypeError):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "invalid cursor") from None
+
+
 class EventHandlers:
+    """Keeps the read model of each ticket current from every event of it."""
+
     def __init__(self, store: IntakeStore) -> None:
         self._store = store
 
-    async def on_ticket_routed(self, event: TicketRouted, _: Source) -> None:
+    async def on_own_event(self, event: Event, _: Source) -> None:
+        await self._refresh(event.ticket_id)
+
+    async def on_learned_event(self, event: Event, _: Source) -> None:
         await self._store.learn(event)
+        await self._refresh(event.ticket_id)
+
+    async def _refresh(self, ticket_id: str) -> None:
+        state = fold(await self._store.ticket_events(ticket_id))
+        if state is not None:
+            await self._store.save_view(state, datetime.now(UTC))

@@ -10,11 +10,57 @@ from services.intake.relay import OutboxRelay
 from services.intake.store import IntakeStore
 from shared import service
 from shared.auth import Authenticator
-from shared.events import TicketRouted
+from shared.events import (
+    Event,
+    SlaBreached,
+    SlaFirstResponseMissed,
+    SlaMet,
+    SlaPaused,
+    SlaResumed,
+    SlaStarted,
+    SlaWarning,
+    TicketAcknowledged,
+    TicketClosed,
+    TicketCommented,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketRouted,
+    TicketSubmitted,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
 NAME = "intake"
+
+OWN_EVENTS: tuple[type[Event], ...] = (
+    TicketSubmitted,
+    TicketAcknowledged,
+    TicketCommented,
+    TicketInformationRequested,
+    TicketInformationProvided,
+    TicketTransferred,
+    TicketResolved,
+    TicketClosed,
+    TicketReopened,
+)
+"""What intake itself published: back from Kafka, they update the read model."""
+
+LEARNED_EVENTS: tuple[type[Event], ...] = (
+    TicketRouted,
+    TicketTransferRefused,
+    SlaStarted,
+    SlaWarning,
+    SlaBreached,
+    SlaFirstResponseMissed,
+    SlaPaused,
+    SlaResumed,
+    SlaMet,
+)
+"""What other services published about a ticket: kept, for its state and history."""
 
 
 def create(settings: IntakeSettings) -> FastAPI:
@@ -24,8 +70,12 @@ def create(settings: IntakeSettings) -> FastAPI:
     relay = OutboxRelay(
         store, broker, settings.topics, settings.relay_batch_size, settings.relay_idle_seconds
     )
-    consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
-    consumer.on(TicketRouted, EventHandlers(store).on_ticket_routed)
+    consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets, settings.topics.sla])
+    handlers = EventHandlers(store)
+    for own in OWN_EVENTS:
+        consumer.on(own, handlers.on_own_event)
+    for learned in LEARNED_EVENTS:
+        consumer.on(learned, handlers.on_learned_event)
 
     app = service.create_app(
         NAME,

@@ -2,21 +2,38 @@
 
 - `outbox`: every event intake emits, one document each under its event id, written before it is
   published. A ticket that got a 202 is in here, so it survives the process dying right after
-  answering: the relay publishes what is not yet marked relayed.
+  answering: the relay publishes what is not yet marked relayed. Every event also carries its
+  ticket's sequence number under a unique (ticket, sequence) key: two actions racing on one
+  ticket cannot both be stored; the loser is told to retry.
 - `idempotency`: one document per (caller, Idempotency-Key), inserted first, so that a retried
   request finds the ticket it already opened.
-- `learned`: ticket events other services published (routing decisions), for the ticket's view.
+- `learned`: ticket events other services published (routing decisions, the SLA clock), for
+  the ticket's state and history.
+- `tickets`: the read model for lists and queues, one document per ticket, written only by the
+  consumer of the ticket's partition (so by one writer), from the ticket's events.
+- `audit`: who did what, when, from which address; never the personal data in the request.
 """
 
 import json
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from pymongo import ASCENDING, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.intake.domain import TicketState
+from shared.auth import Principal
 from shared.events import Event, decode_event
 from shared.mongo import Document, insert_once
+
+
+class Recorded(StrEnum):
+    STORED = "stored"
+    ALREADY = "already"
+    """This very event was stored before: a retry."""
+    CONFLICT = "conflict"
+    """Another event took the ticket's next sequence number first."""
 
 
 class IntakeStore:
@@ -24,11 +41,22 @@ class IntakeStore:
         self._outbox = database["outbox"]
         self._idempotency = database["idempotency"]
         self._learned = database["learned"]
+        self._tickets = database["tickets"]
+        self._audit = database["audit"]
 
     async def ensure_indexes(self) -> None:
         await self._outbox.create_index([("relayed", ASCENDING), ("recorded_at", ASCENDING)])
-        await self._outbox.create_index([("ticket_id", ASCENDING)])
+        await self._outbox.create_index(
+            [("ticket_id", ASCENDING), ("sequence", ASCENDING)], unique=True
+        )
         await self._learned.create_index([("ticket_id", ASCENDING)])
+        await self._tickets.create_index(
+            [("department", ASCENDING), ("due_at", ASCENDING), ("_id", ASCENDING)]
+        )
+        await self._tickets.create_index(
+            [("enterprise_id", ASCENDING), ("submitted_at", ASCENDING)]
+        )
+        await self._audit.create_index([("ticket_id", ASCENDING)])
 
     async def claim_idempotency_key(
         self, scope: str, fingerprint: str, ticket_id: str, submitted_at: datetime
@@ -47,18 +75,24 @@ class IntakeStore:
             raise RuntimeError(f"idempotency key {scope!r} vanished")
         return earlier
 
-    async def record(self, event: Event, recorded_at: datetime) -> bool:
-        """Puts the event in the outbox; False if it was there already."""
-        return await insert_once(
+    async def record(self, event: Event, sequence: int, recorded_at: datetime) -> Recorded:
+        """Puts the event in the outbox as the ticket's `sequence`th own event."""
+        stored = await insert_once(
             self._outbox,
             {
                 "_id": str(event.event_id),
                 "ticket_id": event.ticket_id,
+                "sequence": sequence,
                 "recorded_at": recorded_at,
                 "relayed": False,
                 "event": event.model_dump(mode="json"),
             },
         )
+        if stored:
+            return Recorded.STORED
+        if await self._outbox.find_one({"_id": str(event.event_id)}, {"_id": 1}):
+            return Recorded.ALREADY
+        return Recorded.CONFLICT
 
     async def unrelayed(self, limit: int) -> list[Event]:
         cursor = self._outbox.find({"relayed": False}).sort("recorded_at", ASCENDING).limit(limit)
@@ -85,6 +119,63 @@ class IntakeStore:
         own = [_event(d) async for d in self._outbox.find({"ticket_id": ticket_id})]
         learned = [_event(d) async for d in self._learned.find({"ticket_id": ticket_id})]
         return own + learned
+
+    async def audit(
+        self, event: Event, action: str, principal: Principal, source: str | None, at: datetime
+    ) -> None:
+        await insert_once(
+            self._audit,
+            {
+                "_id": str(event.event_id),
+                "ticket_id": event.ticket_id,
+                "action": action,
+                "role": principal.role.value,
+                "actor": principal.subject,
+                "credential_id": principal.credential_id,
+                "source": source,
+                "at": at,
+            },
+        )
+
+    async def save_view(self, state: TicketState, now: datetime) -> None:
+        """The read model of one ticket; called by the one consumer of its partition."""
+        await self._tickets.update_one(
+            {"_id": state.ticket.ticket_id},
+            {
+                "$set": {
+                    "enterprise_id": state.ticket.enterprise.id,
+                    "department": state.department,
+                    "status": state.status.value,
+                    "subject": state.ticket.subject,
+                    "category": state.ticket.category.value,
+                    "submitted_at": state.ticket.submitted_at,
+                    "due_at": state.resolution_due_at,
+                    "paused": state.paused,
+                    "at_risk": state.at_risk,
+                    "breached": state.breached,
+                    "updated_at": now,
+                }
+            },
+            upsert=True,
+        )
+
+    async def views(
+        self, criteria: Document, after: tuple[datetime, str] | None, sort_field: str, limit: int
+    ) -> list[Document]:
+        """A page of the read model, in (sort_field, ticket id) order after the cursor."""
+        query = dict(criteria)
+        if after is not None:
+            moment, ticket_id = after
+            query["$or"] = [
+                {sort_field: {"$gt": moment}},
+                {sort_field: moment, "_id": {"$gt": ticket_id}},
+            ]
+        cursor = (
+            self._tickets.find(query)
+            .sort([(sort_field, ASCENDING), ("_id", ASCENDING)])
+            .limit(limit)
+        )
+        return [document async for document in cursor]
 
 
 def _event(document: dict[str, Any]) -> Event:

@@ -175,7 +175,17 @@ async def test_ticket_travels_the_whole_pipeline(
     view = (await http.get(f"{suite.intake.url}/v1/tickets/{ticket_id}", headers=enterprise)).json()
     assert view["status"] == "routed"
     assert view["department"] == "bj-education"
-    assert [h["type"] for h in view["history"]] == ["ticket.submitted", "ticket.routed"]
+    assert [h["type"] for h in view["history"]] == [
+        "ticket.submitted",
+        "ticket.routed",
+        "sla.started",
+        "sla.warning",
+        "sla.warning",
+        "sla.warning",
+        "sla.breached",
+    ]
+    assert view["breached"] is True
+    assert view["remaining_seconds"] < 0
     inbox = (await http.get(f"{suite.notify.url}/v1/inbox", headers=enterprise)).json()
     subjects = [item["subject"] for item in inbox["items"] if item["ticket_id"] == ticket_id]
     assert f"工单 {ticket_id} 已受理" in subjects

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from services.routing.domain import POLICY_FILE
 from services.routing.evaluate import LABELLED_FILE, TARGET
 from shared.auth import Role
-from shared.events import Event, TicketTransferred
+from shared.events import Actor, ActorRole, Event, TicketTransferred
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
 from tests.harness import ServiceProcess, submit, ticket_body
@@ -239,7 +239,8 @@ async def test_transfers_move_the_ticket_refuse_bad_targets_and_are_counted(
             from_department=from_department,
             to_department=to_department,
             reason="registration, not tax",
-            actor="department:tj-tax",
+            actor=Actor(role=ActorRole.DEPARTMENT, id=from_department),
+            department=from_department,
         )
 
     accepted = transfer("tj-tax", "tj-market")
