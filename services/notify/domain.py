@@ -13,9 +13,14 @@ from shared.events import (
     Event,
     Language,
     SlaBreached,
+    SlaFirstResponseMissed,
     SlaWarning,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
     TicketRouted,
     TicketSubmitted,
+    TicketTransferred,
 )
 
 PARK_TIME = ZoneInfo("Asia/Shanghai")
@@ -84,6 +89,57 @@ def messages_for(event: Event, contact: EnterpriseContact | None, webhooks: bool
                 f"请于 {_park_time(event.resolution_due_at)} 前办结。",
             )
         )
+    elif isinstance(event, TicketInformationRequested):
+        if contact is not None:
+            drafts.append(
+                _to_enterprise(
+                    contact,
+                    (f"工单 {event.ticket_id} 需要您补充信息", event.question),
+                    (f"Ticket {event.ticket_id}: information needed", event.question),
+                )
+            )
+    elif isinstance(event, TicketResolved):
+        if contact is not None:
+            drafts.append(
+                _to_enterprise(
+                    contact,
+                    (
+                        f"工单 {event.ticket_id} 已办结，请评价",
+                        f"{event.resolution}\n请确认并为本次服务评分（1–5 分）。",
+                    ),
+                    (
+                        f"Ticket {event.ticket_id} resolved: please rate it",
+                        f"{event.resolution}\nPlease confirm and rate our service from 1 to 5.",
+                    ),
+                )
+            )
+    elif isinstance(event, TicketTransferred):
+        drafts.append(
+            (
+                department_recipient(event.to_department),
+                Language.ZH,
+                f"转入工单 {event.ticket_id}",
+                f"由{department(event.from_department).name_zh}转入：{event.reason}",
+            )
+        )
+    elif isinstance(event, TicketReopened):
+        drafts.append(
+            (
+                department_recipient(event.department),
+                Language.ZH,
+                f"工单 {event.ticket_id} 被重新打开",
+                event.reason,
+            )
+        )
+    elif isinstance(event, SlaFirstResponseMissed):
+        drafts.append(
+            (
+                department_recipient(event.department),
+                Language.ZH,
+                f"工单 {event.ticket_id} 未在时限内首次响应",
+                f"首次响应截止 {_park_time(event.first_response_due_at)}，请尽快受理。",
+            )
+        )
     elif isinstance(event, SlaWarning):
         percent = round(event.threshold * 100)
         hours = event.remaining_seconds / 3600
@@ -137,7 +193,9 @@ def messages_for(event: Event, contact: EnterpriseContact | None, webhooks: bool
 
 
 def needs_contact(event: Event) -> bool:
-    return isinstance(event, TicketRouted | SlaBreached)
+    return isinstance(
+        event, TicketRouted | SlaBreached | TicketInformationRequested | TicketResolved
+    )
 
 
 def _to_enterprise(

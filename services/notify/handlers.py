@@ -19,7 +19,7 @@ from services.notify.domain import (
 )
 from services.notify.store import NotifyStore
 from shared.auth import Authenticator, Principal, Role
-from shared.events import Event, SlaBreached, SlaWarning, TicketRouted, TicketSubmitted
+from shared.events import Event, TicketRouted, TicketSubmitted
 from shared.kafka import Source
 
 
@@ -50,10 +50,8 @@ class EventHandlers:
     async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
         await self._notify(event, await self._contact(event), source)
 
-    async def on_sla_warning(self, event: SlaWarning, source: Source) -> None:
-        await self._notify(event, None, source)
-
-    async def on_sla_breached(self, event: SlaBreached, source: Source) -> None:
+    async def on_event(self, event: Event, source: Source) -> None:
+        """Every other event notify tells someone about; the domain says whom."""
         await self._notify(event, await self._contact(event), source)
 
     async def _contact(self, event: Event) -> EnterpriseContact | None:

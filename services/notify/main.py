@@ -10,7 +10,17 @@ from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
 from services.notify.store import NotifyStore
 from shared import service
 from shared.auth import Authenticator
-from shared.events import SlaBreached, SlaWarning, TicketRouted, TicketSubmitted
+from shared.events import (
+    SlaBreached,
+    SlaFirstResponseMissed,
+    SlaWarning,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketRouted,
+    TicketSubmitted,
+    TicketTransferred,
+)
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
@@ -49,8 +59,16 @@ def create(settings: NotifySettings) -> FastAPI:
     )
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
     consumer.on(TicketRouted, handlers.on_ticket_routed)
-    consumer.on(SlaWarning, handlers.on_sla_warning)
-    consumer.on(SlaBreached, handlers.on_sla_breached)
+    for told in (
+        SlaWarning,
+        SlaBreached,
+        SlaFirstResponseMissed,
+        TicketInformationRequested,
+        TicketResolved,
+        TicketTransferred,
+        TicketReopened,
+    ):
+        consumer.on(told, handlers.on_event)
 
     app = service.create_app(
         NAME,

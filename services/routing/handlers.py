@@ -15,6 +15,7 @@ from shared.auth import Authenticator, Principal, Role
 from shared.events import (
     Event,
     RunnerUp,
+    TicketAction,
     TicketAssigned,
     TicketContent,
     TicketRouted,
@@ -57,6 +58,12 @@ class EventHandlers:
         )
         await publish(self._broker, self._topics.department(decision.department), assigned)
         await publish(self._broker, self._topics.tickets, routed_event(event, decision))
+
+    async def on_ticket_action(self, event: TicketAction, _: Source) -> None:
+        """Every step on a ticket also goes to the department that has it, on its topic, so
+        that it sees the enterprise's answers and comments where it sees its tickets.
+        (A transfer is not forwarded: the new department gets `ticket.assigned`.)"""
+        await publish(self._broker, self._topics.department(event.department), event)
 
     async def on_ticket_transferred(self, event: TicketTransferred, _: Source) -> None:
         routed = await self._store.routed(event.ticket_id)

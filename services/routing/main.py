@@ -11,7 +11,17 @@ from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared import service
 from shared.auth import Authenticator
-from shared.events import TicketSubmitted, TicketTransferred
+from shared.events import (
+    TicketAcknowledged,
+    TicketClosed,
+    TicketCommented,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketSubmitted,
+    TicketTransferred,
+)
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
@@ -31,6 +41,16 @@ def create(settings: RoutingSettings) -> FastAPI:
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
     consumer.on(TicketTransferred, handlers.on_ticket_transferred)
+    for action in (
+        TicketAcknowledged,
+        TicketCommented,
+        TicketInformationRequested,
+        TicketInformationProvided,
+        TicketResolved,
+        TicketClosed,
+        TicketReopened,
+    ):
+        consumer.on(action, handlers.on_ticket_action)
 
     app = service.create_app(
         NAME,

@@ -1,8 +1,9 @@
 """sla's event and request handlers, and what a milestone does when it fires."""
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
@@ -14,16 +15,42 @@ from services.sla.domain import (
     Clock,
     Milestone,
     SlaPolicy,
+    acknowledge,
+    met_event,
     milestone_event,
+    pause,
+    paused_event,
+    reopen,
+    resolve,
+    resume,
+    resumed_event,
     start_clock,
     started_event,
+    transfer,
 )
 from services.sla.store import SlaStore
 from services.sla.timers import ClockScheduler
 from shared.auth import Authenticator, Principal, Role
-from shared.events import TicketId, TicketRouted
+from shared.events import (
+    Event,
+    TicketAcknowledged,
+    TicketId,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketRouted,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 from shared.kafka import Source, publish
 from shared.topics import Topics
+
+log = logging.getLogger("parkdesk.sla")
+
+
+Transition = Callable[[Clock, Any], Clock]
+Reaction = Callable[[Clock, Any], list[Event]]
 
 
 class EventHandlers:
@@ -43,17 +70,76 @@ class EventHandlers:
         self.scheduler = ClockScheduler(self.on_milestone_due, now)
 
     async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
-        clock = await self._store.start_once(start_clock(event, self._policy, source.partition))
+        async with self.scheduler.locked(event.ticket_id):
+            clock = await self._store.start_once(start_clock(event, self._policy, source.partition))
+            self.scheduler.add(clock)
         await publish(self._broker, self._topics.sla, started_event(clock))
-        self.scheduler.add(clock)
 
-    async def on_milestone_due(self, clock: Clock, milestone: Milestone) -> None:
+    async def on_ticket_acknowledged(self, event: TicketAcknowledged, _: Source) -> None:
+        await self._change(event, lambda clock, _: acknowledge(clock), no_reaction)
+
+    async def on_information_requested(self, event: TicketInformationRequested, _: Source) -> None:
+        await self._change(
+            event,
+            lambda clock, e: pause(clock, e.occurred_at),
+            lambda clock, e: [paused_event(clock, e)],
+        )
+
+    async def on_information_provided(self, event: TicketInformationProvided, _: Source) -> None:
+        await self._change(
+            event,
+            lambda clock, e: resume(clock, e.occurred_at),
+            lambda clock, e: [resumed_event(clock, e)],
+        )
+
+    async def on_ticket_resolved(self, event: TicketResolved, _: Source) -> None:
+        await self._change(
+            event,
+            lambda clock, e: resolve(clock, e.occurred_at),
+            lambda clock, e: [met_event(clock, e)],
+        )
+
+    async def on_ticket_reopened(self, event: TicketReopened, _: Source) -> None:
+        await self._change(
+            event,
+            lambda clock, e: reopen(clock, e.occurred_at),
+            lambda clock, _: [started_event(clock)],
+        )
+
+    async def on_ticket_transferred(self, event: TicketTransferred, _: Source) -> None:
+        await self._change(event, lambda clock, e: transfer(clock, e.to_department), no_reaction)
+
+    async def on_transfer_refused(self, event: TicketTransferRefused, _: Source) -> None:
+        await self._change(event, lambda clock, e: transfer(clock, e.department), no_reaction)
+
+    async def _change(self, event: Event, transition: Transition, reaction: Reaction) -> None:
+        """Applies a lifecycle event to the ticket's clock once, and says what it means."""
+        async with self.scheduler.locked(event.ticket_id):
+            clock = self.scheduler.get(event.ticket_id) or await self._store.clock(event.ticket_id)
+            if clock is None:
+                log.warning("%s for %s, which has no clock", event.type, event.ticket_id)
+                return
+            if str(event.event_id) not in clock.applied:
+                clock = transition(clock, event).with_applied(event)
+                await self._store.save(clock)
+                self.scheduler.hold(clock)
+            # Republished as the same events on a redelivery, so nothing is lost in between.
+            for said in reaction(clock, event):
+                await publish(self._broker, self._topics.sla, said)
+
+    async def on_milestone_due(self, clock: Clock, milestone: Milestone) -> Clock:
         # Published before it is marked fired: a crash in between fires it again, under the
         # same event id, rather than never.
         await publish(
             self._broker, self._topics.sla, milestone_event(clock, milestone, self._now())
         )
-        await self._store.mark_fired(clock.with_fired(milestone.name))
+        fired = clock.with_fired(milestone.name)
+        await self._store.save(fired)
+        return fired
+
+
+def no_reaction(_: Clock, __: Event) -> list[Event]:
+    return []
 
 
 class ClockOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -76,9 +162,12 @@ class ClockOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
 class ClockView(BaseModel):
     ticket_id: str
     department: str
+    generation: int
     started_at: datetime
     resolution_due_at: datetime
     first_response_due_at: datetime
+    paused: bool
+    stopped_at: datetime | None
     fired: list[str]
 
 
@@ -97,9 +186,12 @@ def routes(store: SlaStore, auth: Authenticator) -> APIRouter:
         return ClockView(
             ticket_id=clock.ticket_id,
             department=clock.department,
+            generation=clock.generation,
             started_at=clock.started_at,
             resolution_due_at=clock.resolution_due_at,
             first_response_due_at=clock.first_response_due_at,
+            paused=clock.paused_at is not None,
+            stopped_at=clock.stopped_at,
             fired=sorted(clock.fired),
         )
 

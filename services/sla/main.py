@@ -9,7 +9,16 @@ from services.sla.handlers import ClockOwnership, EventHandlers, routes
 from services.sla.store import SlaStore
 from shared import service
 from shared.auth import Authenticator
-from shared.events import TicketRouted
+from shared.events import (
+    TicketAcknowledged,
+    TicketInformationProvided,
+    TicketInformationRequested,
+    TicketReopened,
+    TicketResolved,
+    TicketRouted,
+    TicketTransferred,
+    TicketTransferRefused,
+)
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
@@ -33,6 +42,13 @@ def create(settings: SlaSettings) -> FastAPI:
         listener=ClockOwnership(store, handlers.scheduler, settings.topics.tickets),
     )
     consumer.on(TicketRouted, handlers.on_ticket_routed)
+    consumer.on(TicketAcknowledged, handlers.on_ticket_acknowledged)
+    consumer.on(TicketInformationRequested, handlers.on_information_requested)
+    consumer.on(TicketInformationProvided, handlers.on_information_provided)
+    consumer.on(TicketResolved, handlers.on_ticket_resolved)
+    consumer.on(TicketReopened, handlers.on_ticket_reopened)
+    consumer.on(TicketTransferred, handlers.on_ticket_transferred)
+    consumer.on(TicketTransferRefused, handlers.on_transfer_refused)
 
     app = service.create_app(
         NAME,

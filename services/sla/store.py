@@ -1,17 +1,19 @@
 """sla's own database: `clocks`, one document per ticket under its id.
 
 Every clock records its Kafka partition, so that the instance that owns a partition finds its
-clocks by equality (`partition`, `pending`), and the milestones already fired, so that a restart
-or a rebalance fires none twice. Only the partition's owner writes a clock.
+clocks by equality (`partition`, `pending`), the milestones already fired, so that a restart
+or a rebalance fires none twice, and the ticket events already applied. Only the partition's
+owner writes a clock, and always the whole clock as it holds it.
 """
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.sla.domain import Clock, Milestone
+from services.sla.domain import Clock
 from shared.mongo import Document, insert_once
 
 
@@ -30,23 +32,12 @@ class SlaStore:
         existing = await self.clock(clock.ticket_id)
         return existing or clock
 
+    async def save(self, clock: Clock) -> None:
+        await self._clocks.replace_one({"_id": clock.ticket_id}, _document(clock))
+
     async def clock(self, ticket_id: str) -> Clock | None:
         document = await self._clocks.find_one({"_id": ticket_id})
         return _clock(document) if document else None
-
-    async def mark_fired(self, clock: Clock) -> None:
-        """Saves the clock's fired milestones (the caller holds the newer state)."""
-        upcoming = clock.next_milestone()
-        await self._clocks.update_one(
-            {"_id": clock.ticket_id},
-            {
-                "$set": {
-                    "fired": sorted(clock.fired),
-                    "pending": upcoming is not None,
-                    "next_due_at": upcoming.due_at if upcoming else None,
-                }
-            },
-        )
 
     async def pending_clocks(self, partitions: Iterable[int]) -> list[Clock]:
         clocks = []
@@ -63,13 +54,19 @@ def _document(clock: Clock) -> Document:
         "correlation_id": clock.correlation_id,
         "department": clock.department,
         "partition": clock.partition,
+        "generation": clock.generation,
         "started_at": clock.started_at,
-        "resolution_due_at": clock.resolution_due_at,
-        "first_response_due_at": clock.first_response_due_at,
-        "milestones": [
-            {"name": m.name, "due_at": m.due_at, "threshold": m.threshold} for m in clock.milestones
-        ],
+        "resolution_target_seconds": clock.resolution_target.total_seconds(),
+        "first_response_target_seconds": clock.first_response_target.total_seconds(),
+        "thresholds": list(clock.thresholds),
+        "paused_seconds": clock.paused_for.total_seconds(),
+        "paused_at": clock.paused_at,
+        "acknowledged": clock.acknowledged,
+        "stopped_at": clock.stopped_at,
         "fired": sorted(clock.fired),
+        "applied": sorted(clock.applied),
+        # Derived, for queries: which clocks a new owner must hold, and when they fire.
+        "resolution_due_at": clock.resolution_due_at,
         "pending": upcoming is not None,
         "next_due_at": upcoming.due_at if upcoming else None,
     }
@@ -81,11 +78,15 @@ def _clock(document: dict[str, Any]) -> Clock:
         correlation_id=document["correlation_id"],
         department=document["department"],
         partition=document["partition"],
+        generation=document["generation"],
         started_at=document["started_at"],
-        resolution_due_at=document["resolution_due_at"],
-        first_response_due_at=document["first_response_due_at"],
-        milestones=tuple(
-            Milestone(m["name"], m["due_at"], m["threshold"]) for m in document["milestones"]
-        ),
+        resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
+        first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
+        thresholds=tuple(document["thresholds"]),
+        paused_for=timedelta(seconds=document["paused_seconds"]),
+        paused_at=document["paused_at"],
+        acknowledged=document["acknowledged"],
+        stopped_at=document["stopped_at"],
         fired=frozenset(document["fired"]),
+        applied=frozenset(document["applied"]),
     )

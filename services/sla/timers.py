@@ -3,14 +3,17 @@
 Only the clocks of the Kafka partitions assigned to this instance are held; the store has all of
 them, and a new owner rebuilds from it. Range queries on due times stay here, in a heap, because
 the store (FerretDB) would scan for them.
+
+Every change to a clock, a milestone firing or a lifecycle event, happens under that ticket's
+lock and starts from the clock held here, so two changes cannot overwrite each other.
 """
 
 import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 
 from services.sla.domain import Clock, Milestone
@@ -18,7 +21,8 @@ from shared.kafka import TRANSIENT_ERRORS, backoff_seconds
 
 log = logging.getLogger("parkdesk.sla.timers")
 
-Fire = Callable[[Clock, Milestone], Awaitable[None]]
+Fire = Callable[[Clock, Milestone], Awaitable[Clock]]
+"""Publishes what the milestone says and stores the clock; returns the clock as it is now."""
 
 MAX_CONCURRENT_FIRES = 256
 
@@ -28,6 +32,7 @@ class ClockScheduler:
         self._fire = fire
         self._now = now
         self._clocks: dict[str, Clock] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
         self._heap: list[tuple[datetime, int, str, str]] = []
         self._order = itertools.count()
         self._changed = asyncio.Event()
@@ -35,12 +40,34 @@ class ClockScheduler:
     def __len__(self) -> int:
         return len(self._clocks)
 
+    def get(self, ticket_id: str) -> Clock | None:
+        return self._clocks.get(ticket_id)
+
+    @asynccontextmanager
+    async def locked(self, ticket_id: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(ticket_id, asyncio.Lock())
+        async with lock:
+            yield
+
     def add(self, clock: Clock) -> None:
         """Takes charge of a clock; one already held stays as it is (it knows more)."""
-        if clock.ticket_id in self._clocks:
+        if clock.ticket_id not in self._clocks:
+            self.hold(clock)
+
+    def hold(self, clock: Clock) -> None:
+        """Holds this version of the clock and schedules its next milestone."""
+        if clock.next_milestone() is None:
+            # Nothing left to fire: the store keeps the clock, memory need not.
+            self._clocks.pop(clock.ticket_id, None)
+            self._locks.pop(clock.ticket_id, None)
             return
         self._clocks[clock.ticket_id] = clock
-        self._schedule(clock)
+        milestone = clock.next_milestone()
+        assert milestone is not None
+        heapq.heappush(
+            self._heap, (milestone.due_at, next(self._order), clock.ticket_id, milestone.name)
+        )
+        self._changed.set()
 
     def drop_partitions(self, partitions: Iterable[int]) -> None:
         """Forgets the clocks of partitions handed to another instance; their heap entries are
@@ -54,7 +81,7 @@ class ClockScheduler:
             self._changed.clear()
             due = self._pop_due()
             if due:
-                await self._fire_all(due)
+                await asyncio.gather(*(self._fire_one(ticket_id, name) for ticket_id, name in due))
                 continue
             timeout = None
             if self._heap:
@@ -62,49 +89,40 @@ class ClockScheduler:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
 
-    def _schedule(self, clock: Clock) -> None:
-        milestone = clock.next_milestone()
-        if milestone is not None:
-            heapq.heappush(
-                self._heap, (milestone.due_at, next(self._order), clock.ticket_id, milestone.name)
-            )
-            self._changed.set()
-
-    def _pop_due(self) -> list[tuple[Clock, Milestone]]:
+    def _pop_due(self) -> list[tuple[str, str]]:
         now = self._now()
-        due: list[tuple[Clock, Milestone]] = []
+        due: list[tuple[str, str]] = []
         while self._heap and self._heap[0][0] <= now and len(due) < MAX_CONCURRENT_FIRES:
-            _, _, ticket_id, name = heapq.heappop(self._heap)
-            clock = self._clocks.get(ticket_id)
-            milestone = clock.next_milestone() if clock else None
-            if clock is not None and milestone is not None and milestone.name == name:
-                due.append((clock, milestone))
+            due_at, _, ticket_id, name = heapq.heappop(self._heap)
+            if _current(self._clocks.get(ticket_id), name, due_at) is not None:
+                due.append((ticket_id, name))
         return due
 
-    async def _fire_all(self, due: list[tuple[Clock, Milestone]]) -> None:
-        await asyncio.gather(*(self._fire_one(clock, milestone) for clock, milestone in due))
+    async def _fire_one(self, ticket_id: str, name: str) -> None:
+        async with self.locked(ticket_id):
+            clock = self._clocks.get(ticket_id)
+            milestone = clock.next_milestone() if clock else None
+            # A lifecycle event may have moved or cancelled it while it waited for the lock.
+            if clock is None or milestone is None or milestone.name != name:
+                return
+            attempt = 0
+            while True:
+                try:
+                    fired = await self._fire(clock, milestone)
+                    break
+                except TRANSIENT_ERRORS as exc:
+                    attempt += 1
+                    log.warning(
+                        "firing %s of %s failed (attempt %d): %r", name, ticket_id, attempt, exc
+                    )
+                    await asyncio.sleep(backoff_seconds(attempt))
+            if ticket_id in self._clocks:
+                self.hold(fired)
 
-    async def _fire_one(self, clock: Clock, milestone: Milestone) -> None:
-        attempt = 0
-        while True:
-            try:
-                await self._fire(clock, milestone)
-                break
-            except TRANSIENT_ERRORS as exc:
-                attempt += 1
-                log.warning(
-                    "firing %s of %s failed (attempt %d): %r",
-                    milestone.name,
-                    clock.ticket_id,
-                    attempt,
-                    exc,
-                )
-                await asyncio.sleep(backoff_seconds(attempt))
-        current = self._clocks.get(clock.ticket_id)
-        if current is not None:
-            fired = current.with_fired(milestone.name)
-            self._clocks[clock.ticket_id] = fired
-            self._schedule(fired)
-            if fired.next_milestone() is None:
-                # Nothing left to fire: the store keeps the clock, memory need not.
-                del self._clocks[clock.ticket_id]
+
+def _current(clock: Clock | None, name: str, due_at: datetime) -> Milestone | None:
+    """The milestone a heap entry stands for, if the clock still has it due at that time."""
+    milestone = clock.next_milestone() if clock else None
+    if milestone is None or milestone.name != name or milestone.due_at != due_at:
+        return None
+    return milestone

@@ -119,7 +119,14 @@ async def test_ticket_travels_the_whole_pipeline(
     assert "学籍" in assigned["reason"]
 
     # The clock: started, three warnings in order, then the breach escalated to supervision.
-    expected = ["sla.started", "sla.warning", "sla.warning", "sla.warning", "sla.breached"]
+    expected = [
+        "sla.started",
+        "sla.first_response_missed",
+        "sla.warning",
+        "sla.warning",
+        "sla.warning",
+        "sla.breached",
+    ]
     await watcher.wait_for(
         lambda w: len(w.events(topics.sla, ticket_id)) >= len(expected),
         SLA_SECONDS + 20,
@@ -141,6 +148,7 @@ async def test_ticket_travels_the_whole_pipeline(
             ("enterprise:E-acme", "ticket.routed"): 1,
             ("department:bj-education", "ticket.routed"): 1,
             ("department:bj-education", "sla.warning"): 3,
+            ("department:bj-education", "sla.first_response_missed"): 1,
             ("department:bj-education", "sla.breached"): 1,
             ("department:park-supervision", "sla.breached"): 1,
             ("enterprise:E-acme", "sla.breached"): 1,
@@ -152,14 +160,14 @@ async def test_ticket_travels_the_whole_pipeline(
         return Counter([(d["recipient"], d["trigger_type"]) async for d in cursor])
 
     await watcher.wait_for(
-        lambda w: len(w.events(topics.notifications, ticket_id)) >= 14,
+        lambda w: len(w.events(topics.notifications, ticket_id)) >= 17,
         20,
         "notification.sent for every notification",
     )
     assert await inbox_counts() == expected_inbox
     webhooks = [r for r in suite.webhook.requests if r.json()["ticket_id"] == ticket_id]
     assert sorted(r.json()["recipient"] for r in webhooks) == sorted(
-        ["department:bj-education"] * 5 + ["department:park-supervision"]
+        ["department:bj-education"] * 6 + ["department:park-supervision"]
     )
     for request in webhooks:
         timestamp = request.headers["X-Parkdesk-Timestamp"]
@@ -179,6 +187,7 @@ async def test_ticket_travels_the_whole_pipeline(
         "ticket.submitted",
         "ticket.routed",
         "sla.started",
+        "sla.first_response_missed",
         "sla.warning",
         "sla.warning",
         "sla.warning",
@@ -451,6 +460,7 @@ async def test_sla_killed_between_warnings_fires_every_milestone_once(
     assert milestones == Counter(
         {
             ("sla.started", None): 1,
+            ("sla.first_response_missed", None): 1,
             ("sla.warning", 0.5): 1,
             ("sla.warning", 0.75): 1,
             ("sla.warning", 0.9): 1,

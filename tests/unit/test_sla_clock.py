@@ -5,24 +5,36 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.sla.domain import (
-    BREACHED,
     Clock,
     Milestone,
     SlaPolicy,
+    acknowledge,
+    met_event,
     milestone_event,
+    pause,
+    reopen,
+    resolve,
+    resume,
     start_clock,
     started_event,
+    transfer,
 )
 from services.sla.timers import ClockScheduler
-from shared.events import Event, SlaBreached, SlaWarning, TicketRouted
+from shared.events import (
+    Event,
+    SlaBreached,
+    SlaFirstResponseMissed,
+    SlaWarning,
+    TicketResolved,
+    TicketRouted,
+)
 
 SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)  # 07:30 next day in Asia/Shanghai
 POLICY = SlaPolicy(timedelta(hours=24), timedelta(hours=2), (0.9, 0.5, 0.75))
+TICKET = "T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM"
 
 
-def routed(
-    submitted_at: datetime = SUBMITTED, ticket: str = "T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM"
-) -> TicketRouted:
+def routed(submitted_at: datetime = SUBMITTED, ticket: str = TICKET) -> TicketRouted:
     return TicketRouted(
         ticket_id=ticket,
         correlation_id="c",
@@ -34,59 +46,110 @@ def routed(
     )
 
 
-def test_the_clock_runs_from_submission_with_warnings_in_order() -> None:
+def names(clock: Clock) -> list[tuple[str, timedelta]]:
+    return [(m.name, m.due_at - SUBMITTED) for m in clock.milestones()]
+
+
+def test_the_clock_runs_from_submission_with_first_response_and_warnings() -> None:
     clock = start_clock(routed(), POLICY, partition=4)
 
-    assert clock.started_at == SUBMITTED
     assert clock.resolution_due_at == SUBMITTED + timedelta(hours=24)
-    assert clock.first_response_due_at == SUBMITTED + timedelta(hours=2)
-    assert [(m.name, m.due_at - SUBMITTED) for m in clock.milestones] == [
-        ("warning-50", timedelta(hours=12)),
-        ("warning-75", timedelta(hours=18)),
-        ("warning-90", timedelta(hours=21.6)),
-        (BREACHED, timedelta(hours=24)),
+    assert names(clock) == [
+        ("g1:first-response", timedelta(hours=2)),
+        ("g1:warning-50", timedelta(hours=12)),
+        ("g1:warning-75", timedelta(hours=18)),
+        ("g1:warning-90", timedelta(hours=21.6)),
+        ("g1:breached", timedelta(hours=24)),
     ]
     assert clock.partition == 4
 
 
-def test_fired_milestones_are_skipped() -> None:
-    clock = start_clock(routed(), POLICY, 0).with_fired("warning-50").with_fired("warning-75")
+def test_acknowledging_cancels_the_first_response_milestone() -> None:
+    clock = acknowledge(start_clock(routed(), POLICY, 0))
 
     upcoming = clock.next_milestone()
 
     assert upcoming is not None
-    assert upcoming.name == "warning-90"
-    assert clock.with_fired("warning-90").with_fired(BREACHED).next_milestone() is None
+    assert upcoming.name == "g1:warning-50"
 
 
-def test_a_warning_tells_the_time_left() -> None:
-    clock = start_clock(routed(), POLICY, 0)
-    warning = clock.milestones[0]
+def test_a_pause_holds_the_clock_and_moves_the_due_time_by_its_length() -> None:
+    clock = acknowledge(start_clock(routed(), POLICY, 0))
+    paused = pause(clock, SUBMITTED + timedelta(hours=3))
 
-    event = milestone_event(clock, warning, warning.due_at + timedelta(seconds=2))
+    assert paused.next_milestone() is None
+    assert paused.remaining(SUBMITTED + timedelta(hours=10)) == 21 * 3600
+    resumed = resume(paused, SUBMITTED + timedelta(hours=8))
+    assert resumed.resolution_due_at == SUBMITTED + timedelta(hours=29)
+    upcoming = resumed.next_milestone()
+    assert upcoming is not None
+    assert upcoming.due_at == SUBMITTED + timedelta(hours=17)
+    # Pausing twice or resuming what runs changes nothing.
+    assert pause(paused, SUBMITTED + timedelta(hours=5)) == paused
+    assert resume(resumed, SUBMITTED + timedelta(hours=9)) == resumed
 
-    assert isinstance(event, SlaWarning)
-    assert event.threshold == 0.5
-    assert event.remaining_seconds == 12 * 3600 - 2
-    assert event.event_id == Event.derived_id(clock.ticket_id, "sla", "warning-50")
 
-
-def test_a_breach_tells_how_late_and_escalates() -> None:
-    clock = start_clock(routed(), POLICY, 0)
-
-    event = milestone_event(
-        clock, clock.milestones[-1], clock.resolution_due_at + timedelta(minutes=1)
+def test_resolution_stops_the_clock_and_says_whether_in_time() -> None:
+    clock = acknowledge(start_clock(routed(), POLICY, 0))
+    trigger = TicketResolved(
+        ticket_id=TICKET,
+        correlation_id="c",
+        department="tj-tax",
+        actor={"role": "department", "id": "tj-tax"},
+        resolution="done",
+        occurred_at=SUBMITTED + timedelta(hours=23),
     )
+    stopped = resolve(clock, trigger.occurred_at)
 
-    assert isinstance(event, SlaBreached)
-    assert event.overdue_seconds == 60
-    assert event.escalated_to == "park-supervision"
-    assert event.department == "tj-tax"
+    assert stopped.next_milestone() is None
+    met = met_event(stopped, trigger)
+    assert met.in_time
+    assert met.remaining_seconds == 3600
+    late = resolve(clock, SUBMITTED + timedelta(hours=25))
+    assert not met_event(
+        late, trigger.model_copy(update={"occurred_at": SUBMITTED + timedelta(hours=25)})
+    ).in_time
 
 
-def test_started_event_id_is_fixed_by_the_ticket() -> None:
+def test_reopening_starts_a_fresh_target_with_new_milestones() -> None:
+    clock = start_clock(routed(), POLICY, 0).with_fired("g1:first-response")
+    stopped = resolve(acknowledge(clock), SUBMITTED + timedelta(hours=5))
+    reopened = reopen(stopped, SUBMITTED + timedelta(hours=30))
+
+    assert reopened.generation == 2
+    assert reopened.resolution_due_at == SUBMITTED + timedelta(hours=54)
+    upcoming = reopened.next_milestone()
+    assert upcoming is not None
+    assert upcoming.name == "g2:warning-50"
+    assert started_event(reopened).event_id != started_event(clock).event_id
+
+
+def test_a_transfer_keeps_the_clock_and_changes_who_is_told() -> None:
     clock = start_clock(routed(), POLICY, 0)
-    assert started_event(clock).event_id == started_event(clock).event_id
+    moved = transfer(clock, "tj-market")
+
+    assert moved.resolution_due_at == clock.resolution_due_at
+    warning = moved.milestones()[1]
+    assert milestone_event(moved, warning, warning.due_at).department == "tj-market"
+
+
+def test_each_milestone_says_what_it_means() -> None:
+    clock = start_clock(routed(), POLICY, 0)
+    first, warning, *_, breach = clock.milestones()
+
+    missed = milestone_event(clock, first, first.due_at + timedelta(minutes=5))
+    warned = milestone_event(clock, warning, warning.due_at + timedelta(seconds=2))
+    breached = milestone_event(clock, breach, clock.resolution_due_at + timedelta(minutes=1))
+
+    assert isinstance(missed, SlaFirstResponseMissed)
+    assert missed.overdue_seconds == 300
+    assert isinstance(warned, SlaWarning)
+    assert warned.threshold == 0.5
+    assert warned.remaining_seconds == 12 * 3600 - 2
+    assert warned.event_id == Event.derived_id(TICKET, "sla", "g1:warning-50")
+    assert isinstance(breached, SlaBreached)
+    assert breached.overdue_seconds == 60
+    assert breached.escalated_to == "park-supervision"
 
 
 def test_thresholds_must_be_shares() -> None:
@@ -99,11 +162,12 @@ class Recorder:
         self.fired: list[tuple[str, str]] = []
         self.failures = failures
 
-    async def __call__(self, clock: Clock, milestone: Milestone) -> None:
+    async def __call__(self, clock: Clock, milestone: Milestone) -> Clock:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
         self.fired.append((clock.ticket_id[-4:], milestone.name))
+        return clock.with_fired(milestone.name)
 
 
 def utc_now() -> datetime:
@@ -111,7 +175,7 @@ def utc_now() -> datetime:
 
 
 def short_clock(ticket: str, partition: int = 0, offset_ms: int = 0) -> Clock:
-    policy = SlaPolicy(timedelta(milliseconds=200), timedelta(milliseconds=100), (0.5, 0.75))
+    policy = SlaPolicy(timedelta(milliseconds=200), timedelta(milliseconds=100), (0.75,))
     start = utc_now() + timedelta(milliseconds=offset_ms)
     return start_clock(routed(start, ticket), policy, partition)
 
@@ -133,11 +197,15 @@ async def test_scheduler_fires_each_milestone_once_in_order() -> None:
 
     await run_for(scheduler, 0.5)
 
-    assert recorder.fired == [("AAAA", "warning-50"), ("AAAA", "warning-75"), ("AAAA", BREACHED)]
+    assert recorder.fired == [
+        ("AAAA", "g1:first-response"),
+        ("AAAA", "g1:warning-75"),
+        ("AAAA", "g1:breached"),
+    ]
     assert len(scheduler) == 0
 
 
-async def test_overdue_milestones_fire_at_once_and_interleave_by_due_time() -> None:
+async def test_overdue_milestones_fire_at_once_and_others_wait() -> None:
     recorder = Recorder()
     scheduler = ClockScheduler(recorder, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0BBBB", offset_ms=-1000))
@@ -145,8 +213,26 @@ async def test_overdue_milestones_fire_at_once_and_interleave_by_due_time() -> N
 
     await run_for(scheduler, 0.1)
 
-    assert recorder.fired == [("BBBB", "warning-50"), ("BBBB", "warning-75"), ("BBBB", BREACHED)]
+    assert [name for ticket, name in recorder.fired if ticket == "BBBB"] == [
+        "g1:first-response",
+        "g1:warning-75",
+        "g1:breached",
+    ]
+    assert all(ticket == "BBBB" for ticket, _ in recorder.fired)
     assert len(scheduler) == 1
+
+
+async def test_a_changed_clock_fires_by_its_new_milestones() -> None:
+    recorder = Recorder()
+    scheduler = ClockScheduler(recorder, utc_now)
+    clock = acknowledge(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0GGGG"))
+    scheduler.add(clock)
+    async with scheduler.locked(clock.ticket_id):
+        scheduler.hold(resolve(clock, utc_now()))  # resolved before anything was due
+
+    await run_for(scheduler, 0.4)
+
+    assert recorder.fired == []
 
 
 async def test_clocks_of_revoked_partitions_do_not_fire() -> None:
@@ -168,4 +254,8 @@ async def test_a_failed_fire_is_retried_not_skipped() -> None:
 
     await run_for(scheduler, 1.5)
 
-    assert recorder.fired == [("FFFF", "warning-50"), ("FFFF", "warning-75"), ("FFFF", BREACHED)]
+    assert [name for _, name in recorder.fired] == [
+        "g1:first-response",
+        "g1:warning-75",
+        "g1:breached",
+    ]
