@@ -210,3 +210,26 @@ async def submit(
         json=body,
         headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
     )
+
+
+@contextmanager
+def running_services(
+    names: list[str], env: dict[str, str], log_dir: Path
+) -> Iterator[dict[str, ServiceProcess]]:
+    """The named services as real processes, ready; stopped with SIGTERM afterwards, and their
+    logs printed if any of them logged a traceback."""
+    processes = {name: ServiceProcess(name, env, log_dir) for name in names}
+    for process in processes.values():
+        process.start()
+    try:
+        for process in processes.values():
+            process.wait_ready()
+        yield processes
+    finally:
+        for process in processes.values():
+            if process.process is not None:
+                process.stop()
+        for log in sorted(log_dir.glob("*.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text:
+                print(f"--- {log.name} ---\n{text[-4000:]}")

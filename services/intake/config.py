@@ -8,6 +8,11 @@ class IntakeSettings(ServiceSettings):
     resolution_target_seconds: float = Field(
         default=24 * 3600, gt=0, description="The promise: resolved within this long of submission."
     )
+    reopen_window_seconds: float = Field(
+        default=7 * 24 * 3600,
+        gt=0,
+        description="How long after resolution an enterprise may reopen.",
+    )
     relay_enabled: bool = Field(
         default=True,
         description="Run the outbox relay in this process. Exactly one intake instance per "

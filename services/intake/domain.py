@@ -183,7 +183,13 @@ class TicketState:
     def allowed(self, side: frozenset[Action]) -> list[str]:
         return sorted(action.value for action in ALLOWED[self.status] & side)
 
-    def check(self, action: Action, side: frozenset[Action], now: datetime) -> None:
+    def check(
+        self,
+        action: Action,
+        side: frozenset[Action],
+        now: datetime,
+        reopen_window: timedelta = REOPEN_WINDOW,
+    ) -> None:
         """Raises IllegalAction naming the state and what is allowed in it."""
         if action not in ALLOWED[self.status] & side:
             allowed = ", ".join(self.allowed(side)) or "nothing more"
@@ -192,10 +198,10 @@ class TicketState:
                 f"allowed now: {allowed}"
             )
         resolved_at = self.resolved_at
-        if action is Action.REOPEN and resolved_at and now - resolved_at > REOPEN_WINDOW:
+        if action is Action.REOPEN and resolved_at and now - resolved_at > reopen_window:
             raise IllegalAction(
-                f"cannot reopen: the ticket was resolved on {resolved_at:%Y-%m-%d}, "
-                f"more than {REOPEN_WINDOW.days} days ago; open a new ticket instead"
+                f"cannot reopen: the ticket was resolved at {resolved_at:%Y-%m-%d %H:%M} UTC, "
+                f"more than {_duration(reopen_window)} ago; open a new ticket instead"
             )
 
     def check_transfer(self, to_department: str) -> None:
@@ -270,6 +276,12 @@ def apply(state: TicketState, event: Event) -> TicketState:
         case SlaMet():
             return replace(state, at_risk=False)
     return state
+
+
+def _duration(span: timedelta) -> str:
+    if span.days and not span.seconds:
+        return f"{span.days} days"
+    return f"{span.total_seconds():g} seconds"
 
 
 def remaining_seconds(due_at: datetime, now: datetime) -> float:

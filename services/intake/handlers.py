@@ -195,7 +195,11 @@ ACTIONS: dict[Action, tuple[type[Body], BuildEvent]] = {
 
 
 def routes(
-    store: IntakeStore, relay: OutboxRelay, auth: Authenticator, resolution_target: timedelta
+    store: IntakeStore,
+    relay: OutboxRelay,
+    auth: Authenticator,
+    resolution_target: timedelta,
+    reopen_window: timedelta,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["tickets"])
     Submitter = Annotated[Principal, Depends(auth.require(Role.ENTERPRISE, Role.FRONTEND))]
@@ -337,7 +341,7 @@ def routes(
     for action, (body_model, build) in ACTIONS.items():
         router.add_api_route(
             f"/tickets/{{ticket_id}}/{action.value}",
-            action_handler(store, relay, action, body_model, build, Worker),
+            action_handler(store, relay, action, body_model, build, Worker, reopen_window),
             methods=["POST"],
             status_code=status.HTTP_202_ACCEPTED,
             summary=f"{action.value.replace('-', ' ').capitalize()}",
@@ -357,6 +361,7 @@ def action_handler(
     body_model: type[Body],
     build: BuildEvent,
     worker: Any,
+    reopen_window: timedelta,
 ) -> Any:
     async def take_action(
         ticket_id: Annotated[TicketId, Path()],
@@ -369,7 +374,7 @@ def action_handler(
         now = datetime.now(UTC)
         side = DEPARTMENT_ACTIONS if principal.role is Role.DEPARTMENT else ENTERPRISE_ACTIONS
         try:
-            state.check(action, side, now)
+            state.check(action, side, now, reopen_window)
             if action is Action.TRANSFER:
                 state.check_transfer(cast(TransferBody, body).to_department)
         except IllegalAction as illegal:

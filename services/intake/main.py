@@ -93,6 +93,7 @@ def create(settings: IntakeSettings) -> FastAPI:
             relay,
             Authenticator(settings.auth_secret.get_secret_value()),
             timedelta(seconds=settings.resolution_target_seconds),
+            timedelta(seconds=settings.reopen_window_seconds),
         )
     )
     return app

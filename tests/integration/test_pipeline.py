@@ -20,7 +20,13 @@ from pymongo import AsyncMongoClient
 from shared.auth import Role
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
-from tests.harness import ServiceProcess, WebhookReceiver, submit, ticket_body
+from tests.harness import (
+    ServiceProcess,
+    WebhookReceiver,
+    running_services,
+    submit,
+    ticket_body,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -53,30 +59,8 @@ def suite(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             "PARKDESK_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "PARKDESK_WEBHOOK_BACKOFF_BASE_SECONDS": "0.05",
         }
-        suite = Suite(
-            intake=ServiceProcess("intake", env, logs),
-            routing=ServiceProcess("routing", env, logs),
-            sla=ServiceProcess("sla", env, logs),
-            notify=ServiceProcess("notify", env, logs),
-            webhook=webhook,
-        )
-        for process in suite.processes:
-            process.start()
-        try:
-            for process in suite.processes:
-                process.wait_ready()
-            yield suite
-        finally:
-            for process in suite.processes:
-                process.stop()
-        _print_logs_on_failure(logs)
-
-
-def _print_logs_on_failure(logs: Path) -> None:
-    for log in sorted(logs.glob("*.log")):
-        text = log.read_text(errors="replace")
-        if "Traceback" in text:
-            print(f"--- {log.name} ---\n{text[-4000:]}")
+        with running_services(["intake", "routing", "sla", "notify"], env, logs) as found:
+            yield Suite(**found, webhook=webhook)
 
 
 async def test_ticket_travels_the_whole_pipeline(

@@ -21,7 +21,7 @@ from shared.auth import Role
 from shared.events import Actor, ActorRole, Event, TicketTransferred
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
-from tests.harness import ServiceProcess, submit, ticket_body
+from tests.harness import ServiceProcess, running_services, submit, ticket_body
 
 pytestmark = pytest.mark.integration
 
@@ -45,18 +45,8 @@ def running(
         "PARKDESK_POLICY_FILE": str(policy_file),
         "PARKDESK_POLICY_CHECK_SECONDS": "0.2",
     }
-    found = Routing(
-        ServiceProcess("intake", env, logs), ServiceProcess("routing", env, logs), policy_file
-    )
-    for process in (found.intake, found.routing):
-        process.start()
-    try:
-        for process in (found.intake, found.routing):
-            process.wait_ready()
-        yield found
-    finally:
-        for process in (found.intake, found.routing):
-            process.stop()
+    with running_services(["intake", "routing"], env, logs) as found:
+        yield Routing(found["intake"], found["routing"], policy_file)
 
 
 async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
