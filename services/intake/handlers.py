@@ -406,6 +406,18 @@ def action_handler(
                     "allowed": state.allowed(side),
                 },
             )
+        if recorded is Recorded.ALREADY:
+            earlier = await store.stored_event(str(event.event_id))
+            if not isinstance(earlier, TicketAction) or content(earlier) != content(event):
+                raise HTTPException(
+                    status.HTTP_409_CONFLICT,
+                    {
+                        "message": "Idempotency-Key was used before with a different request",
+                        "status": state.status.value,
+                        "allowed": state.allowed(side),
+                    },
+                )
+            event = earlier
         if recorded is Recorded.STORED:
             await store.audit(event, action.value, principal, client_address(request), now)
             relay.wake()
@@ -421,6 +433,11 @@ def action_handler(
 
     take_action.__name__ = f"post_{action.value.replace('-', '_')}"
     return take_action
+
+
+def content(event: Event) -> dict[str, Any]:
+    """What a request asked for, without when it was sent or what the ticket was like then."""
+    return event.model_dump(mode="json", exclude={"occurred_at", "correlation_id", "department"})
 
 
 async def visible_state(store: IntakeStore, ticket_id: str, principal: Principal) -> TicketState:

@@ -94,6 +94,10 @@ class IntakeStore:
             return Recorded.ALREADY
         return Recorded.CONFLICT
 
+    async def stored_event(self, event_id: str) -> Event | None:
+        document = await self._outbox.find_one({"_id": event_id})
+        return _event(document) if document else None
+
     async def unrelayed(self, limit: int) -> list[Event]:
         cursor = self._outbox.find({"relayed": False}).sort("recorded_at", ASCENDING).limit(limit)
         return [_event(document) async for document in cursor]

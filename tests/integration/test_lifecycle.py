@@ -372,6 +372,26 @@ async def test_the_department_queue_filters_sorts_and_pages(
     assert {i["ticket_id"] for i in mine["items"]} == set(opened)
 
 
+async def test_a_retried_action_lands_once_and_a_reused_key_is_refused(client: Client) -> None:
+    ticket = await client.open("E-retry", "发票", "发票抬头错了")
+    tax = client.credential(Role.DEPARTMENT, "tj-tax")
+    url = f"{client.intake.url}/v1/tickets/{ticket}/comment"
+
+    async def comment(key: str, text: str) -> httpx.Response:
+        return await client.http.post(
+            url, json={"comment": text}, headers={**tax, "Idempotency-Key": key}
+        )
+
+    first, again = await comment("c-1", "已收到"), await comment("c-1", "已收到")
+    changed = await comment("c-1", "改了内容")
+
+    assert first.status_code == again.status_code == 202
+    assert again.json()["event_id"] == first.json()["event_id"]
+    assert changed.status_code == 409
+    view = (await client.view(ticket, Role.ENTERPRISE, "E-retry")).json()
+    assert [h["type"] for h in view["history"]].count("ticket.commented") == 1
+
+
 async def test_two_actions_racing_on_one_ticket_cannot_both_land(client: Client) -> None:
     ticket = await client.open("E-race", "发票", "发票重复开具")
 
