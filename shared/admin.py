@@ -1,4 +1,4 @@
-"""Operator commands: `parkdesk-admin provision-topics` and `parkdesk-admin issue-credential`."""
+"""Operator commands: `parkdesk-admin provision-topics | issue-credential | revoke-credential`."""
 
 import argparse
 import asyncio
@@ -6,10 +6,13 @@ import logging
 import sys
 from datetime import timedelta
 
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from pydantic import ValidationError
 
-from shared.auth import Role, issue_credential
+from shared.auth import Role
+from shared.credentials import CredentialEvent, CredentialRevoked, issue, record
 from shared.settings import CommonSettings, ServiceSettings
 from shared.topics import TopicSpec
 
@@ -43,6 +46,7 @@ async def provision_topics(settings: CommonSettings, wait_seconds: float = 60) -
                             replication_factor=settings.topic_replication_factor,
                             topic_configs={
                                 "retention.ms": str(spec.retention_ms),
+                                "cleanup.policy": "compact" if spec.compacted else "delete",
                                 # With three replicas an acknowledged write survives one loss.
                                 "min.insync.replicas": str(
                                     min(2, settings.topic_replication_factor)
@@ -77,13 +81,26 @@ async def _grow_partitions(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except ValidationError as invalid:
+        names = ", ".join(f"PARKDESK_{str(e['loc'][0]).upper()}" for e in invalid.errors())
+        sys.exit(f"parkdesk-admin: missing or invalid setting: {names}")
+    except KafkaConnectionError as unreachable:
+        sys.exit(f"parkdesk-admin: Kafka unreachable: {unreachable}")
+
+
+def _main(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="parkdesk-admin", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("provision-topics", help="create the namespace's topics")
-    issue = commands.add_parser("issue-credential", help="print a new bearer credential")
-    issue.add_argument("--role", required=True, choices=[role.value for role in Role])
-    issue.add_argument("--subject", required=True, help="enterprise id, department code or name")
-    issue.add_argument("--days", type=float, default=30, help="validity in days (default 30)")
+    issuing = commands.add_parser("issue-credential", help="print a new bearer credential")
+    issuing.add_argument("--role", required=True, choices=[role.value for role in Role])
+    issuing.add_argument("--subject", required=True, help="enterprise id, department code or name")
+    issuing.add_argument("--days", type=float, default=30, help="validity in days (default 30)")
+    revoke = commands.add_parser("revoke-credential", help="revoke a credential by its id")
+    revoke.add_argument("credential_id")
+    revoke.add_argument("--reason", default="revoked by an operator")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "provision-topics":
@@ -91,15 +108,42 @@ def main(argv: list[str] | None = None) -> None:
         created = asyncio.run(provision_topics(settings))
         total = len(settings.topics.specs())
         print(f"topics of namespace {settings.namespace!r}: {len(created)} created, {total} in all")
-    else:
-        secret = ServiceSettings().auth_secret
-        token = issue_credential(
-            secret.get_secret_value(),
+    elif args.command == "issue-credential":
+        service_settings = ServiceSettings()
+        token, issued = issue(
+            service_settings.auth_secret.get_secret_value(),
             Role(args.role),
             args.subject,
             timedelta(days=args.days),
         )
+        asyncio.run(_record(service_settings, issued))
+        log.info(
+            "credential %s for %s %s, valid until %s",
+            issued.credential_id,
+            issued.role.value,
+            issued.subject,
+            f"{issued.expires_at:%Y-%m-%d %H:%M} UTC",
+        )
         sys.stdout.write(token + "\n")
+    else:
+        settings = CommonSettings()
+        asyncio.run(
+            _record(
+                settings, CredentialRevoked(credential_id=args.credential_id, reason=args.reason)
+            )
+        )
+        log.info("credential %s revoked", args.credential_id)
+
+
+async def _record(settings: CommonSettings, event: CredentialEvent) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        await record(producer, settings.topics.credentials, event)
+    finally:
+        await producer.stop()
 
 
 if __name__ == "__main__":

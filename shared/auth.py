@@ -77,10 +77,13 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 class Authenticator:
-    """FastAPI dependency factory: `Depends(auth.require(Role.X, ...))` on every route."""
+    """FastAPI dependency factory: `Depends(auth.require(Role.X, ...))` on every route.
 
-    def __init__(self, secret: str) -> None:
+    A credential passes if its signature holds, it has not expired, and it is not revoked."""
+
+    def __init__(self, secret: str, is_revoked: Callable[[str], bool] = lambda _: False) -> None:
         self._secret = secret
+        self._is_revoked = is_revoked
 
     def require(self, *roles: Role) -> Callable[..., Awaitable[Principal]]:
         allowed = frozenset(roles)
@@ -96,6 +99,8 @@ class Authenticator:
                 )
             try:
                 found = verify_credential(self._secret, credentials.credentials)
+                if self._is_revoked(found.credential_id):
+                    raise jwt.InvalidTokenError("revoked")
             except jwt.InvalidTokenError:
                 raise HTTPException(
                     status.HTTP_401_UNAUTHORIZED,

@@ -14,6 +14,8 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.auth import Authenticator
+from shared.credentials import CredentialRegistry
 from shared.mongo import Document
 from shared.settings import ServiceSettings
 
@@ -110,19 +112,29 @@ def create_app(
     return app
 
 
+def authentication(settings: ServiceSettings) -> tuple[Authenticator, CredentialRegistry]:
+    """The service's credential check, which refuses what the credentials topic revoked."""
+    topics = settings.topics
+    registry = CredentialRegistry(settings.kafka_bootstrap_servers, topics.spec(topics.credentials))
+    return Authenticator(settings.auth_secret.get_secret_value(), registry.is_revoked), registry
+
+
 def lifespan(
     broker: KafkaBroker,
     client: AsyncMongoClient[Document],
+    credentials: CredentialRegistry,
     prepare: Callable[[], Awaitable[None]],
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
     before_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """Every service's start and stop, in one order: prepare the store, start the broker (its
-    consumers and producer), start the background work; on the way out stop that work first,
-    while the producer it publishes through still runs, then the broker, then the store."""
+    """Every service's start and stop, in one order: learn the credentials, prepare the store,
+    start the broker (its consumers and producer), start the background work; on the way out
+    stop that work first, while the producer it publishes through still runs, then the broker,
+    then the store."""
 
     @asynccontextmanager
     async def running(_: FastAPI) -> AsyncIterator[None]:
+        await credentials.start()
         await prepare()
         await broker.start()
         tasks = [asyncio.create_task(work()) for work in background]
@@ -136,6 +148,7 @@ def lifespan(
                 await stop()
             await broker.stop()
             await client.close()
+            await credentials.stop()
 
     return running
 

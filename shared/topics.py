@@ -17,6 +17,8 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int
+    compacted: bool = False
+    """Keep the last record of each key for ever, instead of all records for a while."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +40,18 @@ class Topics:
         return f"{self.namespace}.notifications"
 
     @property
+    def credentials(self) -> str:
+        return f"{self.namespace}.credentials"
+
+    @property
     def dead_letters(self) -> str:
         return f"{self.namespace}.deadletter"
 
     def department(self, code: str) -> str:
         return f"{self.namespace}.dept.{code}"
+
+    def spec(self, name: str) -> TopicSpec:
+        return next(spec for spec in self.specs() if spec.name == name)
 
     def specs(self) -> list[TopicSpec]:
         return [
@@ -53,6 +62,8 @@ class Topics:
             # ticket's state.
             TopicSpec(self.sla, partitions=6, retention_ms=30 * DAY_MS),
             TopicSpec(self.notifications, partitions=3, retention_ms=7 * DAY_MS),
+            # Every credential's last word (issued, then perhaps revoked), kept for ever.
+            TopicSpec(self.credentials, partitions=1, retention_ms=-1, compacted=True),
             # Dead letters wait for a person; keep them long and in one ordered log.
             TopicSpec(self.dead_letters, partitions=1, retention_ms=90 * DAY_MS),
             *(

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
+from faststream.kafka import KafkaBroker
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from services.intake.domain import (
@@ -29,6 +30,12 @@ from services.intake.domain import (
 from services.intake.relay import OutboxRelay
 from services.intake.store import IntakeStore, Recorded
 from shared.auth import Authenticator, Principal, Role
+from shared.credentials import (
+    CredentialEvent,
+    CredentialRegistry,
+    CredentialRevoked,
+    issue,
+)
 from shared.events import (
     Actor,
     ActorRole,
@@ -531,3 +538,82 @@ class EventHandlers:
         state = fold(await self._store.ticket_events(ticket_id))
         if state is not None:
             await self._store.save_view(state, datetime.now(UTC))
+
+
+class CredentialRequest(Body):
+    role: Role
+    subject: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")]
+    valid_days: Annotated[float, Field(gt=0, le=366)] = 30
+
+
+class IssuedCredential(BaseModel):
+    credential_id: str
+    token: str
+    """Shown once: parkdesk keeps only its hash."""
+    role: Role
+    subject: str
+    expires_at: datetime
+
+
+class CredentialSummary(BaseModel):
+    credential_id: str
+    role: Role
+    subject: str
+    expires_at: datetime
+    revoked: bool
+
+
+def credential_routes(
+    registry: CredentialRegistry, broker: KafkaBroker, topic: str, secret: str, auth: Authenticator
+) -> APIRouter:
+    router = APIRouter(prefix="/v1/credentials", tags=["credentials"])
+    Admin = Annotated[Principal, Depends(auth.require(Role.ADMIN))]
+
+    async def record(event: CredentialEvent) -> None:
+        await broker.publish(
+            event.model_dump_json().encode(), topic, key=event.credential_id.encode()
+        )
+
+    @router.post("", status_code=status.HTTP_201_CREATED, summary="Issue a credential")
+    async def post_credential(body: CredentialRequest, _: Admin) -> IssuedCredential:
+        token, issued = issue(secret, body.role, body.subject, timedelta(days=body.valid_days))
+        await record(issued)
+        registry.apply(issued.model_dump_json().encode())
+        return IssuedCredential(
+            credential_id=issued.credential_id,
+            token=token,
+            role=body.role,
+            subject=body.subject,
+            expires_at=issued.expires_at,
+        )
+
+    @router.get("", summary="Every credential issued, without the tokens")
+    async def get_credentials(_: Admin) -> list[CredentialSummary]:
+        return [
+            CredentialSummary(
+                credential_id=c.credential_id,
+                role=c.role,
+                subject=c.subject,
+                expires_at=c.expires_at,
+                revoked=registry.is_revoked(c.credential_id),
+            )
+            for c in sorted(registry.issued.values(), key=lambda c: c.occurred_at)
+        ]
+
+    @router.delete(
+        "/{credential_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        summary="Revoke a credential: every service refuses it from now on",
+    )
+    async def delete_credential(
+        credential_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], admin: Admin
+    ) -> None:
+        if credential_id not in registry.issued:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such credential")
+        revoked = CredentialRevoked(
+            credential_id=credential_id, reason=f"revoked by {admin.subject}"
+        )
+        await record(revoked)
+        registry.apply(revoked.model_dump_json().encode())
+
+    return router

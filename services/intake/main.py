@@ -5,11 +5,10 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from services.intake.config import IntakeSettings
-from services.intake.handlers import EventHandlers, routes
+from services.intake.handlers import EventHandlers, credential_routes, routes
 from services.intake.relay import OutboxRelay
 from services.intake.store import IntakeStore
 from shared import service
-from shared.auth import Authenticator
 from shared.events import (
     Event,
     SlaBreached,
@@ -64,6 +63,7 @@ LEARNED_EVENTS: tuple[type[Event], ...] = (
 
 
 def create(settings: IntakeSettings) -> FastAPI:
+    auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
     store = IntakeStore(database)
     broker = make_broker(settings, NAME)
@@ -82,6 +82,7 @@ def create(settings: IntakeSettings) -> FastAPI:
         service.lifespan(
             broker,
             client,
+            credentials,
             store.ensure_indexes,
             background=[relay.run] if settings.relay_enabled else [],
         ),
@@ -91,9 +92,18 @@ def create(settings: IntakeSettings) -> FastAPI:
         routes(
             store,
             relay,
-            Authenticator(settings.auth_secret.get_secret_value()),
+            auth,
             timedelta(seconds=settings.resolution_target_seconds),
             timedelta(seconds=settings.reopen_window_seconds),
+        )
+    )
+    app.include_router(
+        credential_routes(
+            credentials,
+            broker,
+            settings.topics.credentials,
+            settings.auth_secret.get_secret_value(),
+            auth,
         )
     )
     return app

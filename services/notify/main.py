@@ -9,7 +9,6 @@ from services.notify.delivery import Dispatcher, WebhookTarget
 from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
 from services.notify.store import NotifyStore
 from shared import service
-from shared.auth import Authenticator
 from shared.events import (
     SlaBreached,
     SlaFirstResponseMissed,
@@ -32,6 +31,7 @@ def utc_now() -> datetime:
 
 
 def create(settings: NotifySettings) -> FastAPI:
+    auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
     store = NotifyStore(database)
     broker = make_broker(settings, NAME)
@@ -72,10 +72,12 @@ def create(settings: NotifySettings) -> FastAPI:
 
     app = service.create_app(
         NAME,
-        service.lifespan(broker, client, store.ensure_indexes, before_stop=[dispatcher.close]),
+        service.lifespan(
+            broker, client, credentials, store.ensure_indexes, before_stop=[dispatcher.close]
+        ),
         "Notifications and the in-app inbox.",
     )
-    app.include_router(routes(store, Authenticator(settings.auth_secret.get_secret_value())))
+    app.include_router(routes(store, auth))
     return app
 
 

@@ -10,7 +10,6 @@ from services.routing.handlers import EventHandlers, routes
 from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared import service
-from shared.auth import Authenticator
 from shared.events import (
     TicketAcknowledged,
     TicketClosed,
@@ -34,6 +33,7 @@ def utc_now() -> datetime:
 
 def create(settings: RoutingSettings) -> FastAPI:
     policies = PolicyHolder(settings.policy_file)
+    auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
     store = RoutingStore(database)
     broker = make_broker(settings, NAME)
@@ -57,14 +57,13 @@ def create(settings: RoutingSettings) -> FastAPI:
         service.lifespan(
             broker,
             client,
+            credentials,
             store.ensure_indexes,
             background=[partial(policies.watch, settings.policy_check_seconds)],
         ),
         "Where each ticket goes, and why.",
     )
-    app.include_router(
-        routes(store, policies, Authenticator(settings.auth_secret.get_secret_value()))
-    )
+    app.include_router(routes(store, policies, auth))
     return app
 
 

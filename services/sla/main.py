@@ -8,7 +8,6 @@ from services.sla.config import SlaSettings
 from services.sla.handlers import ClockOwnership, EventHandlers, routes
 from services.sla.store import SlaStore
 from shared import service
-from shared.auth import Authenticator
 from shared.events import (
     TicketAcknowledged,
     TicketInformationProvided,
@@ -30,6 +29,7 @@ def utc_now() -> datetime:
 
 
 def create(settings: SlaSettings) -> FastAPI:
+    auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
     store = SlaStore(database)
     broker = make_broker(settings, NAME)
@@ -52,10 +52,12 @@ def create(settings: SlaSettings) -> FastAPI:
 
     app = service.create_app(
         NAME,
-        service.lifespan(broker, client, store.ensure_indexes, background=[handlers.scheduler.run]),
+        service.lifespan(
+            broker, client, credentials, store.ensure_indexes, background=[handlers.scheduler.run]
+        ),
         "The 24-hour clock of every ticket.",
     )
-    app.include_router(routes(store, Authenticator(settings.auth_secret.get_secret_value())))
+    app.include_router(routes(store, auth))
     return app
 
 

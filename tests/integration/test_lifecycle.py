@@ -3,6 +3,10 @@ the illegal ones, who may see and do what, and how the department topic, the SLA
 notifications react."""
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -402,3 +406,75 @@ async def test_two_actions_racing_on_one_ticket_cannot_both_land(client: Client)
     assert sorted(a.status_code for a in answers) == [202, 409, 409, 409, 409]
     view = (await client.view(ticket, Role.ENTERPRISE, "E-race")).json()
     assert [h["type"] for h in view["history"]].count("ticket.acknowledged") == 1
+
+
+async def test_credentials_are_issued_listed_without_tokens_and_revoked_everywhere(
+    desk: dict[str, ServiceProcess],
+    http: httpx.AsyncClient,
+    credential: Credential,
+    service_env: dict[str, str],
+) -> None:
+    admin = credential(Role.ADMIN, "root")
+    base = f"{desk['intake'].url}/v1/credentials"
+    probes = {  # one authenticated route of each service
+        "intake": f"{desk['intake'].url}/v1/queue",
+        "notify": f"{desk['notify'].url}/v1/inbox",
+        "sla": f"{desk['sla'].url}/v1/clocks/T-00000000000000000000000000",
+        "routing": f"{desk['routing'].url}/v1/routing/policy",
+    }
+
+    async def answers(token: str) -> dict[str, int]:
+        bearer = {"Authorization": f"Bearer {token}"}
+        return {
+            name: (await http.get(url, headers=bearer)).status_code for name, url in probes.items()
+        }
+
+    issued = await http.post(base, json={"role": "supervisor", "subject": "ops-7"}, headers=admin)
+    assert issued.status_code == 201
+    token, credential_id = issued.json()["token"], issued.json()["credential_id"]
+    assert await answers(token) == {"intake": 200, "notify": 404, "sla": 404, "routing": 200}
+    listed = (await http.get(base, headers=admin)).json()
+    assert {
+        "credential_id": credential_id,
+        "role": "supervisor",
+        "subject": "ops-7",
+        "revoked": False,
+    }.items() <= next(c for c in listed if c["credential_id"] == credential_id).items()
+    assert token not in str(listed)
+    assert (await http.get(base, headers=credential(Role.SUPERVISOR, "x"))).status_code == 403
+
+    assert (await http.delete(f"{base}/{credential_id}", headers=admin)).status_code == 204
+
+    async def refused_everywhere() -> bool:
+        return set((await answers(token)).values()) == {401}
+
+    await until(refused_everywhere, "every service to refuse the revoked credential")
+    assert (await http.delete(f"{base}/{'0' * 32}", headers=admin)).status_code == 404
+
+    # The command does the same, for operators without an admin credential yet.
+    command = [sys.executable, "-m", "shared.admin"]
+    env = {**os.environ, **service_env}
+    made = await asyncio.to_thread(
+        subprocess.run,
+        [*command, "issue-credential", "--role", "supervisor", "--subject", "night-shift"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    cli_token = made.stdout.strip()
+    cli_id = re.search(r"credential ([0-9a-f]{32})", made.stderr)
+    assert cli_id is not None
+    assert (await answers(cli_token))["routing"] == 200
+    await asyncio.to_thread(
+        subprocess.run,
+        [*command, "revoke-credential", cli_id.group(1)],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+    async def cli_refused() -> bool:
+        return set((await answers(cli_token)).values()) == {401}
+
+    await until(cli_refused, "every service to refuse the credential revoked by command")
