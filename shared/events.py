@@ -50,6 +50,12 @@ class Category(StrEnum):
     DAILY_LIFE = "daily_life"
 
 
+class Priority(StrEnum):
+    NORMAL = "normal"
+    URGENT = "urgent"
+    """Production stopped, people stranded: SLA policies may set shorter targets."""
+
+
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -74,6 +80,7 @@ class TicketContent(Contract):
     enterprise: Enterprise
     contact: Contact
     category: Category
+    priority: Priority = Priority.NORMAL
     subject: Annotated[str, StringConstraints(min_length=1, max_length=200)]
     description: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
 
@@ -135,6 +142,8 @@ class TicketRouted(Event):
     matched_terms: tuple[str, ...] = ()
     runner_up: RunnerUp | None = None
     policy_version: str | None = None
+    category: Category
+    priority: Priority
     submitted_at: AwareDatetime
     resolution_due_at: AwareDatetime
 

@@ -127,6 +127,8 @@ def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted
             matched_terms=runner_up.matched_terms,
         ),
         policy_version=decision.policy_version,
+        category=submitted.ticket.category,
+        priority=submitted.ticket.priority,
         submitted_at=submitted.ticket.submitted_at,
         resolution_due_at=submitted.ticket.resolution_due_at,
     )

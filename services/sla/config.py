@@ -1,8 +1,9 @@
 from datetime import timedelta
+from pathlib import Path
 
 from pydantic import Field
 
-from services.sla.domain import SlaPolicy
+from services.sla.domain import SlaPolicy, Targets, load_sla_policy
 from shared.settings import ServiceSettings
 
 
@@ -14,9 +15,19 @@ class SlaSettings(ServiceSettings):
         default=(0.5, 0.75, 0.9), description="Shares of the resolution target that warn."
     )
 
+    policy_file: Path | None = Field(
+        default=None,
+        description="A TOML SLA policy (targets per category and priority, business calendars);"
+        " without one, the targets above apply to every ticket on the wall clock.",
+    )
+
     def policy(self) -> SlaPolicy:
+        if self.policy_file is not None:
+            return load_sla_policy(self.policy_file)
         return SlaPolicy(
-            resolution_target=timedelta(seconds=self.resolution_target_seconds),
-            first_response_target=timedelta(seconds=self.first_response_target_seconds),
+            default=Targets(
+                resolution=timedelta(seconds=self.resolution_target_seconds),
+                first_response=timedelta(seconds=self.first_response_target_seconds),
+            ),
             warning_thresholds=self.warning_thresholds,
         )

@@ -8,13 +8,20 @@ the clock, whose milestones are new events.
 Pure: the caller passes the time; nothing here reads a clock, Kafka or a store.
 """
 
+import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from pathlib import Path
+from typing import Any
 
+from services.sla.calendar import BusinessCalendar, Calendar, WallClock
 from shared.departments import SUPERVISION
 from shared.events import (
+    Category,
     Event,
+    Priority,
     SlaBreached,
     SlaFirstResponseMissed,
     SlaMet,
@@ -27,14 +34,44 @@ from shared.events import (
 
 
 @dataclass(frozen=True, slots=True)
+class Targets:
+    resolution: timedelta
+    first_response: timedelta
+    calendar: str = "wall"
+
+
+@dataclass(frozen=True)
 class SlaPolicy:
-    resolution_target: timedelta
-    first_response_target: timedelta
-    warning_thresholds: tuple[float, ...]
+    """Targets for every ticket, with overrides by category, priority or both, and the
+    calendars they count in."""
+
+    default: Targets
+    warning_thresholds: tuple[float, ...] = (0.5, 0.75, 0.9)
+    overrides: Mapping[tuple[Category | None, Priority | None], Targets] = field(
+        default_factory=dict
+    )
+    calendars: Mapping[str, Calendar] = field(default_factory=lambda: {"wall": WallClock()})
 
     def __post_init__(self) -> None:
         if not all(0 < threshold < 1 for threshold in self.warning_thresholds):
             raise ValueError("warning thresholds are shares of the target, between 0 and 1")
+        for targets in (self.default, *self.overrides.values()):
+            self.calendar(targets.calendar)
+            if targets.resolution <= timedelta(0) or targets.first_response <= timedelta(0):
+                raise ValueError("targets must be positive")
+
+    def targets_for(self, category: Category, priority: Priority) -> Targets:
+        """The most specific targets: category and priority, then either, then the default."""
+        for key in ((category, priority), (category, None), (None, priority)):
+            if key in self.overrides:
+                return self.overrides[key]
+        return self.default
+
+    def calendar(self, name: str) -> Calendar:
+        try:
+            return self.calendars[name]
+        except KeyError:
+            raise ValueError(f"unknown calendar {name!r}") from None
 
 
 class Kind(StrEnum):
@@ -62,22 +99,31 @@ class Clock:
     resolution_target: timedelta
     first_response_target: timedelta
     thresholds: tuple[float, ...]
+    calendar: Calendar = field(default_factory=WallClock)
+    category: Category = Category.DAILY_LIFE
+    priority: Priority = Priority.NORMAL
     generation: int = 1
     paused_for: timedelta = timedelta(0)
+    """Counted time spent paused, in the clock's calendar."""
     paused_at: datetime | None = None
-    acknowledged: bool = False
+    acknowledged_at: datetime | None = None
     stopped_at: datetime | None = None
+    rating: int | None = None
     fired: frozenset[str] = field(default_factory=frozenset)
     applied: frozenset[str] = field(default_factory=frozenset)
     """Ids of the ticket events already applied: a redelivered one changes nothing."""
 
     @property
+    def acknowledged(self) -> bool:
+        return self.acknowledged_at is not None
+
+    @property
     def resolution_due_at(self) -> datetime:
-        return self.started_at + self.resolution_target + self.paused_for
+        return self.calendar.add(self.started_at, self.resolution_target + self.paused_for)
 
     @property
     def first_response_due_at(self) -> datetime:
-        return self.started_at + self.first_response_target
+        return self.calendar.add(self.started_at, self.first_response_target)
 
     def milestones(self) -> tuple[Milestone, ...]:
         prefix = f"g{self.generation}:"
@@ -119,28 +165,34 @@ class Clock:
         return replace(self, applied=self.applied | {str(event.event_id)})
 
     def remaining(self, now: datetime) -> float:
-        end = self.paused_at or now
-        return (self.resolution_due_at - end).total_seconds()
+        """Counted seconds left (negative when overdue); frozen while paused."""
+        return self.calendar.elapsed(self.paused_at or now, self.resolution_due_at).total_seconds()
 
 
 def start_clock(event: TicketRouted, policy: SlaPolicy, partition: int) -> Clock:
+    targets = policy.targets_for(event.category, event.priority)
     return Clock(
         ticket_id=event.ticket_id,
         correlation_id=event.correlation_id,
         department=event.department,
         partition=partition,
         started_at=event.submitted_at,
-        resolution_target=policy.resolution_target,
-        first_response_target=policy.first_response_target,
+        resolution_target=targets.resolution,
+        first_response_target=targets.first_response,
         thresholds=tuple(sorted(policy.warning_thresholds)),
+        calendar=policy.calendar(targets.calendar),
+        category=event.category,
+        priority=event.priority,
     )
 
 
 # --- what the ticket's lifecycle does to the clock -----------------------------------------
 
 
-def acknowledge(clock: Clock) -> Clock:
-    return replace(clock, acknowledged=True)
+def acknowledge(clock: Clock, at: datetime) -> Clock:
+    if clock.acknowledged_at is not None:
+        return clock
+    return replace(clock, acknowledged_at=at)
 
 
 def pause(clock: Clock, at: datetime) -> Clock:
@@ -152,7 +204,8 @@ def pause(clock: Clock, at: datetime) -> Clock:
 def resume(clock: Clock, at: datetime) -> Clock:
     if clock.paused_at is None:
         return clock
-    return replace(clock, paused_at=None, paused_for=clock.paused_for + (at - clock.paused_at))
+    paused = clock.calendar.elapsed(clock.paused_at, at)
+    return replace(clock, paused_at=None, paused_for=clock.paused_for + paused)
 
 
 def resolve(clock: Clock, at: datetime) -> Clock:
@@ -168,8 +221,12 @@ def reopen(clock: Clock, at: datetime) -> Clock:
         paused_for=timedelta(0),
         paused_at=None,
         stopped_at=None,
-        acknowledged=True,
+        acknowledged_at=clock.acknowledged_at or at,
     )
+
+
+def rate(clock: Clock, rating: int) -> Clock:
+    return replace(clock, rating=rating)
 
 
 def transfer(clock: Clock, department: str) -> Clock:
@@ -251,7 +308,7 @@ def resumed_event(clock: Clock, trigger: Event) -> SlaResumed:
 
 def met_event(clock: Clock, trigger: Event) -> SlaMet:
     resolved_at = clock.stopped_at or trigger.occurred_at
-    remaining = (clock.resolution_due_at - resolved_at).total_seconds()
+    remaining = clock.calendar.elapsed(resolved_at, clock.resolution_due_at).total_seconds()
     return SlaMet(
         event_id=Event.derived_id(trigger.event_id, "sla.met"),
         occurred_at=trigger.occurred_at,
@@ -263,3 +320,121 @@ def met_event(clock: Clock, trigger: Event) -> SlaMet:
         in_time=remaining >= 0,
         remaining_seconds=remaining,
     )
+
+
+# --- the policy file ------------------------------------------------------------------------
+
+
+def load_sla_policy(path: Path) -> SlaPolicy:
+    """An SLA policy from TOML; see policy.example.toml beside this file."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+        calendars: dict[str, Calendar] = {"wall": WallClock()}
+        for name, entry in document.get("calendar", {}).items():
+            calendars[name] = BusinessCalendar(
+                name=name,
+                timezone=entry.get("timezone", "Asia/Shanghai"),
+                opens=time.fromisoformat(entry.get("opens", "09:00")),
+                closes=time.fromisoformat(entry.get("closes", "18:00")),
+                workdays=frozenset(day - 1 for day in entry.get("workdays", [1, 2, 3, 4, 5])),
+                holidays=frozenset(date.fromisoformat(d) for d in entry.get("holidays", [])),
+                makeup_workdays=frozenset(
+                    date.fromisoformat(d) for d in entry.get("makeup_workdays", [])
+                ),
+            )
+        overrides = {}
+        for entry in document.get("target", []):
+            category = Category(entry["category"]) if "category" in entry else None
+            priority = Priority(entry["priority"]) if "priority" in entry else None
+            overrides[(category, priority)] = _targets(entry)
+        return SlaPolicy(
+            default=_targets(document["default"]),
+            warning_thresholds=tuple(document.get("warnings", (0.5, 0.75, 0.9))),
+            overrides=overrides,
+            calendars=calendars,
+        )
+    except (OSError, KeyError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"{path}: not a usable SLA policy: {exc}") from None
+
+
+def _targets(entry: dict[str, Any]) -> Targets:
+    return Targets(
+        resolution=timedelta(hours=float(entry["resolution_hours"])),
+        first_response=timedelta(hours=float(entry["first_response_hours"])),
+        calendar=entry.get("calendar", "wall"),
+    )
+
+
+# --- reports --------------------------------------------------------------------------------
+
+AT_RISK_SHARE = 0.75
+
+
+@dataclass
+class Figures:
+    """The three rates hotline supervisors are measured by, and where tickets stand.
+
+    - response rate: first responses (acknowledgements) given in time, over tickets whose first
+      response was given or is due;
+    - resolution rate: resolutions in time, over tickets resolved or past their due time;
+    - satisfaction rate: ratings of 4 or 5, over rated tickets;
+    - open: not resolved; at risk: open and past 75 % of the target, not yet breached;
+      breached: past the due time unresolved, or resolved late.
+    A reopened ticket is judged by its current target.
+    """
+
+    tickets: int = 0
+    responses_due: int = 0
+    responded_in_time: int = 0
+    resolutions_due: int = 0
+    resolved_in_time: int = 0
+    rated: int = 0
+    satisfied: int = 0
+    open: int = 0
+    at_risk: int = 0
+    breached: int = 0
+
+    @property
+    def response_rate(self) -> float | None:
+        return self.responded_in_time / self.responses_due if self.responses_due else None
+
+    @property
+    def resolution_rate(self) -> float | None:
+        return self.resolved_in_time / self.resolutions_due if self.resolutions_due else None
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return self.satisfied / self.rated if self.rated else None
+
+    def count(self, clock: Clock, now: datetime) -> None:
+        self.tickets += 1
+        first_due = clock.first_response_due_at
+        if clock.acknowledged_at is not None or now >= first_due:
+            self.responses_due += 1
+            if clock.acknowledged_at is not None and clock.acknowledged_at <= first_due:
+                self.responded_in_time += 1
+        due = clock.resolution_due_at
+        late = (clock.stopped_at or now) > due
+        if clock.stopped_at is not None or now >= due:
+            self.resolutions_due += 1
+            if clock.stopped_at is not None and not late:
+                self.resolved_in_time += 1
+        if clock.rating is not None:
+            self.rated += 1
+            self.satisfied += clock.rating >= 4
+        if clock.stopped_at is None:
+            self.open += 1
+            risky = clock.calendar.add(
+                clock.started_at, clock.resolution_target * AT_RISK_SHARE + clock.paused_for
+            )
+            self.at_risk += not late and (clock.paused_at or now) >= risky
+        self.breached += late
+
+
+def report(clocks: list[Clock], now: datetime) -> dict[str, Figures]:
+    """Figures per department (the one that has the ticket now) and `overall`."""
+    figures: dict[str, Figures] = {"overall": Figures()}
+    for clock in clocks:
+        figures["overall"].count(clock, now)
+        figures.setdefault(clock.department, Figures()).count(clock, now)
+    return dict(sorted(figures.items()))

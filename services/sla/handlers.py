@@ -2,12 +2,12 @@
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from fastapi import APIRouter, Depends, HTTPException, Path, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
@@ -20,7 +20,9 @@ from services.sla.domain import (
     milestone_event,
     pause,
     paused_event,
+    rate,
     reopen,
+    report,
     resolve,
     resume,
     resumed_event,
@@ -34,6 +36,7 @@ from shared.auth import Authenticator, Principal, Role
 from shared.events import (
     Event,
     TicketAcknowledged,
+    TicketClosed,
     TicketId,
     TicketInformationProvided,
     TicketInformationRequested,
@@ -76,7 +79,7 @@ class EventHandlers:
         await publish(self._broker, self._topics.sla, started_event(clock))
 
     async def on_ticket_acknowledged(self, event: TicketAcknowledged, _: Source) -> None:
-        await self._change(event, lambda clock, _: acknowledge(clock), no_reaction)
+        await self._change(event, lambda clock, e: acknowledge(clock, e.occurred_at), no_reaction)
 
     async def on_information_requested(self, event: TicketInformationRequested, _: Source) -> None:
         await self._change(
@@ -105,6 +108,9 @@ class EventHandlers:
             lambda clock, e: reopen(clock, e.occurred_at),
             lambda clock, _: [started_event(clock)],
         )
+
+    async def on_ticket_closed(self, event: TicketClosed, _: Source) -> None:
+        await self._change(event, lambda clock, e: rate(clock, e.rating), no_reaction)
 
     async def on_ticket_transferred(self, event: TicketTransferred, _: Source) -> None:
         await self._change(event, lambda clock, e: transfer(clock, e.to_department), no_reaction)
@@ -194,5 +200,92 @@ def routes(store: SlaStore, auth: Authenticator) -> APIRouter:
             stopped_at=clock.stopped_at,
             fired=sorted(clock.fired),
         )
+
+    return router
+
+
+class FiguresView(BaseModel):
+    tickets: int
+    response_rate: float | None
+    resolution_rate: float | None
+    satisfaction_rate: float | None
+    responses_due: int
+    responded_in_time: int
+    resolutions_due: int
+    resolved_in_time: int
+    rated: int
+    satisfied: int
+    open: int
+    at_risk: int
+    breached: int
+
+
+class Report(BaseModel):
+    since: datetime
+    until: datetime
+    at: datetime
+    departments: dict[str, FiguresView]
+
+
+async def build_report(store: SlaStore, since: datetime, until: datetime, now: datetime) -> Report:
+    figures = report(await store.started_between(since, until), now)
+    return Report(
+        since=since,
+        until=until,
+        at=now,
+        departments={
+            name: FiguresView(
+                tickets=f.tickets,
+                response_rate=f.response_rate,
+                resolution_rate=f.resolution_rate,
+                satisfaction_rate=f.satisfaction_rate,
+                responses_due=f.responses_due,
+                responded_in_time=f.responded_in_time,
+                resolutions_due=f.resolutions_due,
+                resolved_in_time=f.resolved_in_time,
+                rated=f.rated,
+                satisfied=f.satisfied,
+                open=f.open,
+                at_risk=f.at_risk,
+                breached=f.breached,
+            )
+            for name, f in figures.items()
+        },
+    )
+
+
+def report_routes(store: SlaStore, auth: Authenticator, now: Callable[[], datetime]) -> APIRouter:
+    router = APIRouter(prefix="/v1/reports", tags=["reports"])
+    Reader = Annotated[
+        Principal, Depends(auth.require(Role.DEPARTMENT, Role.SUPERVISOR, Role.ADMIN))
+    ]
+
+    @router.get("", summary="The three rates and where tickets stand, per department")
+    async def get_report(
+        principal: Reader,
+        since: Annotated[
+            datetime | None, Query(description="start of the period (default: 30 days ago)")
+        ] = None,
+        until: Annotated[datetime | None, Query(description="end (default: now)")] = None,
+    ) -> Report:
+        moment = now()
+        end = until or moment
+        start = since or end - timedelta(days=30)
+        if start.tzinfo is None or end.tzinfo is None:
+            raise HTTPException(
+                status.HTTP_422_UNPROCESSABLE_CONTENT,
+                "since and until need a time zone, e.g. 2026-11-01T00:00:00+08:00",
+            )
+        if start >= end:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
+        found = await build_report(store, start, end, moment)
+        if principal.role is Role.DEPARTMENT:
+            # A department sees its own figures, not the others' nor the park's.
+            found.departments = {
+                name: figures
+                for name, figures in found.departments.items()
+                if name == principal.subject
+            }
+        return found
 
     return router

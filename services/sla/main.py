@@ -5,11 +5,12 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.sla.config import SlaSettings
-from services.sla.handlers import ClockOwnership, EventHandlers, routes
+from services.sla.handlers import ClockOwnership, EventHandlers, report_routes, routes
 from services.sla.store import SlaStore
 from shared import service
 from shared.events import (
     TicketAcknowledged,
+    TicketClosed,
     TicketInformationProvided,
     TicketInformationRequested,
     TicketReopened,
@@ -31,9 +32,10 @@ def utc_now() -> datetime:
 def create(settings: SlaSettings) -> FastAPI:
     auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
-    store = SlaStore(database)
+    policy = settings.policy()
+    store = SlaStore(database, policy.calendar)
     broker = make_broker(settings, NAME)
-    handlers = EventHandlers(store, broker, settings.topics, settings.policy(), utc_now)
+    handlers = EventHandlers(store, broker, settings.topics, policy, utc_now)
     consumer = EventConsumer(
         broker,
         settings,
@@ -46,6 +48,7 @@ def create(settings: SlaSettings) -> FastAPI:
     consumer.on(TicketInformationRequested, handlers.on_information_requested)
     consumer.on(TicketInformationProvided, handlers.on_information_provided)
     consumer.on(TicketResolved, handlers.on_ticket_resolved)
+    consumer.on(TicketClosed, handlers.on_ticket_closed)
     consumer.on(TicketReopened, handlers.on_ticket_reopened)
     consumer.on(TicketTransferred, handlers.on_ticket_transferred)
     consumer.on(TicketTransferRefused, handlers.on_transfer_refused)
@@ -58,6 +61,7 @@ def create(settings: SlaSettings) -> FastAPI:
         "The 24-hour clock of every ticket.",
     )
     app.include_router(routes(store, auth))
+    app.include_router(report_routes(store, auth, utc_now))
     return app
 
 

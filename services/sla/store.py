@@ -6,20 +6,26 @@ or a rebalance fires none twice, and the ticket events already applied. Only the
 owner writes a clock, and always the whole clock as it holds it.
 """
 
-from collections.abc import Iterable
-from datetime import timedelta
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.sla.calendar import Calendar
 from services.sla.domain import Clock
+from shared.events import Category, Priority
 from shared.mongo import Document, insert_once
 
 
 class SlaStore:
-    def __init__(self, database: AsyncDatabase[Document]) -> None:
+    def __init__(
+        self, database: AsyncDatabase[Document], calendar: Callable[[str], Calendar]
+    ) -> None:
         self._clocks = database["clocks"]
+        self._calendar = calendar
+        """Resolves a stored calendar name against the policy in force."""
 
     async def ensure_indexes(self) -> None:
         await self._clocks.create_index([("partition", ASCENDING), ("pending", ASCENDING)])
@@ -37,14 +43,42 @@ class SlaStore:
 
     async def clock(self, ticket_id: str) -> Clock | None:
         document = await self._clocks.find_one({"_id": ticket_id})
-        return _clock(document) if document else None
+        return self._clock(document) if document else None
 
     async def pending_clocks(self, partitions: Iterable[int]) -> list[Clock]:
         clocks = []
         for partition in partitions:
             cursor = self._clocks.find({"partition": partition, "pending": True})
-            clocks.extend([_clock(document) async for document in cursor])
+            clocks.extend([self._clock(document) async for document in cursor])
         return clocks
+
+    async def started_between(self, start: datetime, end: datetime) -> list[Clock]:
+        """Clocks started in [start, end): a range scan, for reports, not for the hot path."""
+        cursor = self._clocks.find({"started_at": {"$gte": start, "$lt": end}})
+        return [self._clock(document) async for document in cursor]
+
+    def _clock(self, document: dict[str, Any]) -> Clock:
+        return Clock(
+            ticket_id=document["_id"],
+            correlation_id=document["correlation_id"],
+            department=document["department"],
+            partition=document["partition"],
+            generation=document["generation"],
+            started_at=document["started_at"],
+            resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
+            first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
+            thresholds=tuple(document["thresholds"]),
+            calendar=self._calendar(document["calendar"]),
+            category=Category(document["category"]),
+            priority=Priority(document["priority"]),
+            paused_for=timedelta(seconds=document["paused_seconds"]),
+            paused_at=document["paused_at"],
+            acknowledged_at=document["acknowledged_at"],
+            stopped_at=document["stopped_at"],
+            rating=document["rating"],
+            fired=frozenset(document["fired"]),
+            applied=frozenset(document["applied"]),
+        )
 
 
 def _document(clock: Clock) -> Document:
@@ -59,10 +93,14 @@ def _document(clock: Clock) -> Document:
         "resolution_target_seconds": clock.resolution_target.total_seconds(),
         "first_response_target_seconds": clock.first_response_target.total_seconds(),
         "thresholds": list(clock.thresholds),
+        "calendar": clock.calendar.name,
+        "category": clock.category.value,
+        "priority": clock.priority.value,
         "paused_seconds": clock.paused_for.total_seconds(),
         "paused_at": clock.paused_at,
-        "acknowledged": clock.acknowledged,
+        "acknowledged_at": clock.acknowledged_at,
         "stopped_at": clock.stopped_at,
+        "rating": clock.rating,
         "fired": sorted(clock.fired),
         "applied": sorted(clock.applied),
         # Derived, for queries: which clocks a new owner must hold, and when they fire.
@@ -70,23 +108,3 @@ def _document(clock: Clock) -> Document:
         "pending": upcoming is not None,
         "next_due_at": upcoming.due_at if upcoming else None,
     }
-
-
-def _clock(document: dict[str, Any]) -> Clock:
-    return Clock(
-        ticket_id=document["_id"],
-        correlation_id=document["correlation_id"],
-        department=document["department"],
-        partition=document["partition"],
-        generation=document["generation"],
-        started_at=document["started_at"],
-        resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
-        first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
-        thresholds=tuple(document["thresholds"]),
-        paused_for=timedelta(seconds=document["paused_seconds"]),
-        paused_at=document["paused_at"],
-        acknowledged=document["acknowledged"],
-        stopped_at=document["stopped_at"],
-        fired=frozenset(document["fired"]),
-        applied=frozenset(document["applied"]),
-    )

@@ -101,6 +101,8 @@ class Story:
             TicketRouted,
             department=department,
             reason="r",
+            category="daily_life",
+            priority="normal",
             submitted_at=NOW,
             resolution_due_at=NOW + timedelta(hours=24),
         )

@@ -6,8 +6,10 @@ from datetime import UTC, datetime, timedelta
 from services.notify.delivery import sign
 from services.notify.domain import EnterpriseContact, messages_for
 from shared.events import (
+    Category,
     Channel,
     Language,
+    Priority,
     SlaBreached,
     SlaWarning,
     TicketRouted,
@@ -22,6 +24,8 @@ EN = EnterpriseContact("E-1", Language.EN)
 
 def routed() -> TicketRouted:
     return TicketRouted(
+        category=Category.DAILY_LIFE,
+        priority=Priority.NORMAL,
         ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
         correlation_id="c",
         department="tj-tax",

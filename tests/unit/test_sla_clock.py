@@ -8,6 +8,7 @@ from services.sla.domain import (
     Clock,
     Milestone,
     SlaPolicy,
+    Targets,
     acknowledge,
     met_event,
     milestone_event,
@@ -21,7 +22,9 @@ from services.sla.domain import (
 )
 from services.sla.timers import ClockScheduler
 from shared.events import (
+    Category,
     Event,
+    Priority,
     SlaBreached,
     SlaFirstResponseMissed,
     SlaWarning,
@@ -30,12 +33,14 @@ from shared.events import (
 )
 
 SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)  # 07:30 next day in Asia/Shanghai
-POLICY = SlaPolicy(timedelta(hours=24), timedelta(hours=2), (0.9, 0.5, 0.75))
+POLICY = SlaPolicy(Targets(timedelta(hours=24), timedelta(hours=2)), (0.9, 0.5, 0.75))
 TICKET = "T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM"
 
 
 def routed(submitted_at: datetime = SUBMITTED, ticket: str = TICKET) -> TicketRouted:
     return TicketRouted(
+        category=Category.DAILY_LIFE,
+        priority=Priority.NORMAL,
         ticket_id=ticket,
         correlation_id="c",
         department="tj-tax",
@@ -65,7 +70,7 @@ def test_the_clock_runs_from_submission_with_first_response_and_warnings() -> No
 
 
 def test_acknowledging_cancels_the_first_response_milestone() -> None:
-    clock = acknowledge(start_clock(routed(), POLICY, 0))
+    clock = acknowledge(start_clock(routed(), POLICY, 0), SUBMITTED)
 
     upcoming = clock.next_milestone()
 
@@ -74,7 +79,7 @@ def test_acknowledging_cancels_the_first_response_milestone() -> None:
 
 
 def test_a_pause_holds_the_clock_and_moves_the_due_time_by_its_length() -> None:
-    clock = acknowledge(start_clock(routed(), POLICY, 0))
+    clock = acknowledge(start_clock(routed(), POLICY, 0), SUBMITTED)
     paused = pause(clock, SUBMITTED + timedelta(hours=3))
 
     assert paused.next_milestone() is None
@@ -90,7 +95,7 @@ def test_a_pause_holds_the_clock_and_moves_the_due_time_by_its_length() -> None:
 
 
 def test_resolution_stops_the_clock_and_says_whether_in_time() -> None:
-    clock = acknowledge(start_clock(routed(), POLICY, 0))
+    clock = acknowledge(start_clock(routed(), POLICY, 0), SUBMITTED)
     trigger = TicketResolved(
         ticket_id=TICKET,
         correlation_id="c",
@@ -113,7 +118,7 @@ def test_resolution_stops_the_clock_and_says_whether_in_time() -> None:
 
 def test_reopening_starts_a_fresh_target_with_new_milestones() -> None:
     clock = start_clock(routed(), POLICY, 0).with_fired("g1:first-response")
-    stopped = resolve(acknowledge(clock), SUBMITTED + timedelta(hours=5))
+    stopped = resolve(acknowledge(clock, SUBMITTED), SUBMITTED + timedelta(hours=5))
     reopened = reopen(stopped, SUBMITTED + timedelta(hours=30))
 
     assert reopened.generation == 2
@@ -154,7 +159,7 @@ def test_each_milestone_says_what_it_means() -> None:
 
 def test_thresholds_must_be_shares() -> None:
     with pytest.raises(ValueError, match="between 0 and 1"):
-        SlaPolicy(timedelta(hours=1), timedelta(hours=1), (0.5, 1.5))
+        SlaPolicy(Targets(timedelta(hours=1), timedelta(hours=1)), (0.5, 1.5))
 
 
 class Recorder:
@@ -175,7 +180,7 @@ def utc_now() -> datetime:
 
 
 def short_clock(ticket: str, partition: int = 0, offset_ms: int = 0) -> Clock:
-    policy = SlaPolicy(timedelta(milliseconds=200), timedelta(milliseconds=100), (0.75,))
+    policy = SlaPolicy(Targets(timedelta(milliseconds=200), timedelta(milliseconds=100)), (0.75,))
     start = utc_now() + timedelta(milliseconds=offset_ms)
     return start_clock(routed(start, ticket), policy, partition)
 
@@ -225,7 +230,7 @@ async def test_overdue_milestones_fire_at_once_and_others_wait() -> None:
 async def test_a_changed_clock_fires_by_its_new_milestones() -> None:
     recorder = Recorder()
     scheduler = ClockScheduler(recorder, utc_now)
-    clock = acknowledge(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0GGGG"))
+    clock = acknowledge(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0GGGG"), utc_now())
     scheduler.add(clock)
     async with scheduler.locked(clock.ticket_id):
         scheduler.hold(resolve(clock, utc_now()))  # resolved before anything was due
