@@ -46,8 +46,9 @@ unit: venv ## only the tests that need no infrastructure
 integration: infra
 	@$(BIN)/pytest tests/integration
 
-bench: venv ## benchmarks: print the figures and write them to bench/results/
+bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 15 minutes)
 	@$(BIN)/python -m bench.routing
+	@$(BIN)/python -m bench.sla
 
 routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
 	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl

@@ -33,55 +33,33 @@ class SlaStore:
 
     async def start_once(self, clock: Clock) -> Clock:
         """Stores a new clock; a clock stored before for the ticket stays, and is returned."""
-        if await insert_once(self._clocks, _document(clock)):
+        if await insert_once(self._clocks, document_of(clock)):
             return clock
         existing = await self.clock(clock.ticket_id)
         return existing or clock
 
     async def save(self, clock: Clock) -> None:
-        await self._clocks.replace_one({"_id": clock.ticket_id}, _document(clock))
+        await self._clocks.replace_one({"_id": clock.ticket_id}, document_of(clock))
 
     async def clock(self, ticket_id: str) -> Clock | None:
         document = await self._clocks.find_one({"_id": ticket_id})
-        return self._clock(document) if document else None
+        return clock_of(document, self._calendar) if document else None
 
     async def pending_clocks(self, partitions: Iterable[int]) -> list[Clock]:
-        clocks = []
-        for partition in partitions:
-            cursor = self._clocks.find({"partition": partition, "pending": True})
-            clocks.extend([self._clock(document) async for document in cursor])
-        return clocks
+        """The clocks a new owner of these partitions must hold, in one read of the store."""
+        owned = sorted(set(partitions))
+        if not owned:
+            return []
+        cursor = self._clocks.find({"partition": {"$in": owned}, "pending": True})
+        return [clock_of(document, self._calendar) async for document in cursor]
 
     async def started_between(self, start: datetime, end: datetime) -> list[Clock]:
         """Clocks started in [start, end): a range scan, for reports, not for the hot path."""
         cursor = self._clocks.find({"started_at": {"$gte": start, "$lt": end}})
-        return [self._clock(document) async for document in cursor]
-
-    def _clock(self, document: dict[str, Any]) -> Clock:
-        return Clock(
-            ticket_id=document["_id"],
-            correlation_id=document["correlation_id"],
-            department=document["department"],
-            partition=document["partition"],
-            generation=document["generation"],
-            started_at=document["started_at"],
-            resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
-            first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
-            thresholds=tuple(document["thresholds"]),
-            calendar=self._calendar(document["calendar"]),
-            category=Category(document["category"]),
-            priority=Priority(document["priority"]),
-            paused_for=timedelta(seconds=document["paused_seconds"]),
-            paused_at=document["paused_at"],
-            acknowledged_at=document["acknowledged_at"],
-            stopped_at=document["stopped_at"],
-            rating=document["rating"],
-            fired=frozenset(document["fired"]),
-            applied=frozenset(document["applied"]),
-        )
+        return [clock_of(document, self._calendar) async for document in cursor]
 
 
-def _document(clock: Clock) -> Document:
+def document_of(clock: Clock) -> Document:
     upcoming = clock.next_milestone()
     return {
         "_id": clock.ticket_id,
@@ -108,3 +86,27 @@ def _document(clock: Clock) -> Document:
         "pending": upcoming is not None,
         "next_due_at": upcoming.due_at if upcoming else None,
     }
+
+
+def clock_of(document: dict[str, Any], calendar: Callable[[str], Calendar]) -> Clock:
+    return Clock(
+        ticket_id=document["_id"],
+        correlation_id=document["correlation_id"],
+        department=document["department"],
+        partition=document["partition"],
+        generation=document["generation"],
+        started_at=document["started_at"],
+        resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
+        first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
+        thresholds=tuple(document["thresholds"]),
+        calendar=calendar(document["calendar"]),
+        category=Category(document["category"]),
+        priority=Priority(document["priority"]),
+        paused_for=timedelta(seconds=document["paused_seconds"]),
+        paused_at=document["paused_at"],
+        acknowledged_at=document["acknowledged_at"],
+        stopped_at=document["stopped_at"],
+        rating=document["rating"],
+        fired=frozenset(document["fired"]),
+        applied=frozenset(document["applied"]),
+    )

@@ -25,6 +25,8 @@ Fire = Callable[[Clock, Milestone], Awaitable[Clock]]
 """Publishes what the milestone says and stores the clock; returns the clock as it is now."""
 
 MAX_CONCURRENT_FIRES = 256
+FIRE_ATTEMPTS = 3
+"""Attempts for an unexpected failure of one fire before that clock is left to a rebuild."""
 
 
 class ClockScheduler:
@@ -105,17 +107,26 @@ class ClockScheduler:
             # A lifecycle event may have moved or cancelled it while it waited for the lock.
             if clock is None or milestone is None or milestone.name != name:
                 return
-            attempt = 0
+            transient = failed = 0
             while True:
                 try:
                     fired = await self._fire(clock, milestone)
                     break
                 except TRANSIENT_ERRORS as exc:
-                    attempt += 1
+                    transient += 1
                     log.warning(
-                        "firing %s of %s failed (attempt %d): %r", name, ticket_id, attempt, exc
+                        "firing %s of %s failed (attempt %d): %r", name, ticket_id, transient, exc
                     )
-                    await asyncio.sleep(backoff_seconds(attempt))
+                    await asyncio.sleep(backoff_seconds(transient))
+                except Exception:
+                    failed += 1
+                    log.exception("firing %s of %s failed", name, ticket_id)
+                    if failed >= FIRE_ATTEMPTS:
+                        # Not fired and not marked: the store keeps it pending, and the next
+                        # owner of the partition tries again. The other clocks go on.
+                        self._clocks.pop(ticket_id, None)
+                        return
+                    await asyncio.sleep(backoff_seconds(failed))
             if ticket_id in self._clocks:
                 self.hold(fired)
 

@@ -264,3 +264,22 @@ async def test_a_failed_fire_is_retried_not_skipped() -> None:
         "g1:warning-75",
         "g1:breached",
     ]
+
+
+async def test_an_unexpected_failure_of_one_clock_does_not_stop_the_others() -> None:
+    fired: list[str] = []
+
+    async def fire(clock: Clock, milestone: Milestone) -> Clock:
+        if clock.ticket_id.endswith("BAD0"):
+            raise RuntimeError("a bug in one clock")
+        fired.append(clock.ticket_id[-4:])
+        return clock.with_fired(milestone.name)
+
+    scheduler = ClockScheduler(fire, utc_now)
+    scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0BAD0", offset_ms=-1000))
+    scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0G00D", offset_ms=-1000))
+
+    await run_for(scheduler, 1.5)
+
+    assert fired.count("G00D") == 3
+    assert scheduler.get("T-01M8M3WQ6WQ4ZQ3FGCHBD0BAD0") is None
