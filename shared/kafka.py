@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from pymongo.errors import ConnectionFailure
+from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.events import Event, UndecodableEvent, decode_event
 from shared.settings import CommonSettings
@@ -37,6 +37,24 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     TimeoutError,
 )
 """Failures of the store or broker that pass: retried until they do, never dead-lettered."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure passes by itself: an unreachable store or broker, a write the server
+    labels retryable, or a store busy with other writers (FerretDB over SQLite answers
+    "database is locked" while another write holds the file)."""
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    if isinstance(exc, PyMongoError):
+        if exc.has_error_label("RetryableWriteError") or exc.has_error_label(
+            "TransientTransactionError"
+        ):
+            return True
+        return isinstance(exc, OperationFailure) and (
+            "database is locked" in str(exc) or "SQLITE_BUSY" in str(exc)
+        )
+    return False
+
 
 HANDLER_ATTEMPTS = 3
 """Attempts for an unexpected handler error before the record is dead-lettered."""
@@ -136,25 +154,27 @@ class EventConsumer:
     async def _run(
         self, handler: Handler, event: Event, record: ConsumerRecord[bytes, bytes], source: Source
     ) -> None:
-        transient_failures = 0
-        handler_failures = 0
+        transient_failures = handler_failures = 0
         while True:
             try:
                 await handler(event, source)
                 return
-            except TRANSIENT_ERRORS as exc:
-                transient_failures += 1
-                delay = backoff_seconds(transient_failures)
-                log.warning(
-                    "transient failure on %s %s (attempt %d), retrying in %.1fs: %r",
-                    event.type,
-                    event.event_id,
-                    transient_failures,
-                    delay,
-                    exc,
-                )
-                await asyncio.sleep(delay)
             except Exception as exc:
+                if is_transient(exc):
+                    # Never skipped: the record waits, and the partition with it, until the
+                    # store or broker is back.
+                    transient_failures += 1
+                    delay = backoff_seconds(transient_failures)
+                    log.warning(
+                        "transient failure on %s %s (attempt %d), retrying in %.1fs: %r",
+                        event.type,
+                        event.event_id,
+                        transient_failures,
+                        delay,
+                        exc,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 handler_failures += 1
                 log.exception("handler failed on %s %s", event.type, event.event_id)
                 if handler_failures >= HANDLER_ATTEMPTS:

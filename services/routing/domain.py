@@ -26,7 +26,7 @@ from typing import Any
 import ahocorasick
 
 from shared.departments import DEPARTMENTS, SUPERVISION, TRIAGE
-from shared.events import Category, Origin, TicketContent
+from shared.events import Category, Origin, RunnerUp, TicketContent
 
 POLICY_FILE = Path(__file__).with_name("policy.toml")
 UNPLACEABLE = "unplaceable"
@@ -131,13 +131,6 @@ class Candidate:
 
 
 @dataclass(frozen=True, slots=True)
-class RunnerUp:
-    department: str
-    rule_id: str
-    matched_terms: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
 class Decision:
     department: str
     reason: str
@@ -174,7 +167,11 @@ class Policy:
         best = ranked[0]
         second = next((c for c in ranked if c.rule.department != best.rule.department), None)
         runner_up = (
-            RunnerUp(second.rule.department, second.rule.id, second.matched_terms)
+            RunnerUp(
+                department=second.rule.department,
+                rule_id=second.rule.id,
+                matched_terms=second.matched_terms,
+            )
             if second
             else None
         )

@@ -110,7 +110,6 @@ class EventHandlers:
 
 
 def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted:
-    runner_up = decision.runner_up
     return TicketRouted(
         event_id=Event.derived_id(submitted.ticket_id, "routed", decision.department),
         ticket_id=submitted.ticket_id,
@@ -119,13 +118,7 @@ def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted
         reason=decision.reason,
         rule_id=decision.rule_id,
         matched_terms=decision.matched_terms,
-        runner_up=None
-        if runner_up is None
-        else RunnerUp(
-            department=runner_up.department,
-            rule_id=runner_up.rule_id,
-            matched_terms=runner_up.matched_terms,
-        ),
+        runner_up=decision.runner_up,
         policy_version=decision.policy_version,
         category=submitted.ticket.category,
         priority=submitted.ticket.priority,
@@ -159,19 +152,12 @@ def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> 
     @router.post("/dry-run", summary="Where would this ticket go, and why (creates nothing)")
     async def post_dry_run(body: TicketContent, _: Asker) -> DryRunAnswer:
         decision = policies.policy.decide(body)
-        runner_up = decision.runner_up
         return DryRunAnswer(
             department=decision.department,
             reason=decision.reason,
             rule_id=decision.rule_id,
             matched_terms=decision.matched_terms,
-            runner_up=None
-            if runner_up is None
-            else RunnerUp(
-                department=runner_up.department,
-                rule_id=runner_up.rule_id,
-                matched_terms=runner_up.matched_terms,
-            ),
+            runner_up=decision.runner_up,
             policy_version=decision.policy_version,
         )
 

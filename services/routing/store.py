@@ -14,8 +14,8 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.routing.domain import Decision, RunnerUp
-from shared.events import Ticket, TicketTransferred
+from services.routing.domain import Decision
+from shared.events import RunnerUp, Ticket, TicketTransferred
 from shared.mongo import Document, insert_once
 
 
@@ -45,13 +45,7 @@ class RoutingStore:
             "reason": decision.reason,
             "rule_id": decision.rule_id,
             "matched_terms": list(decision.matched_terms),
-            "runner_up": None
-            if runner_up is None
-            else {
-                "department": runner_up.department,
-                "rule_id": runner_up.rule_id,
-                "matched_terms": list(runner_up.matched_terms),
-            },
+            "runner_up": None if runner_up is None else runner_up.model_dump(mode="json"),
             "policy_version": decision.policy_version,
             "decided_at": decided_at,
             "ticket": ticket.model_dump(mode="json"),
@@ -118,11 +112,7 @@ def _routed(document: dict[str, Any]) -> Routed:
         reason=document["reason"],
         rule_id=document["rule_id"],
         matched_terms=tuple(document["matched_terms"]),
-        runner_up=None
-        if runner_up is None
-        else RunnerUp(
-            runner_up["department"], runner_up["rule_id"], tuple(runner_up["matched_terms"])
-        ),
+        runner_up=None if runner_up is None else RunnerUp.model_validate(runner_up),
         policy_version=document.get("policy_version"),
     )
     return Routed(

@@ -17,14 +17,16 @@ from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 
 from services.sla.domain import Clock, Milestone
-from shared.kafka import TRANSIENT_ERRORS, backoff_seconds
+from shared.kafka import backoff_seconds, is_transient
 
 log = logging.getLogger("parkdesk.sla.timers")
 
 Fire = Callable[[Clock, Milestone], Awaitable[Clock]]
 """Publishes what the milestone says and stores the clock; returns the clock as it is now."""
 
-MAX_CONCURRENT_FIRES = 256
+MAX_CONCURRENT_FIRES = 64
+"""Fires under way at once: enough to fill the producer's batches; more only makes the store's
+writers queue (FerretDB over SQLite has one writer at a time)."""
 FIRE_ATTEMPTS = 3
 """Attempts for an unexpected failure of one fire before that clock is left to a rebuild."""
 
@@ -112,13 +114,20 @@ class ClockScheduler:
                 try:
                     fired = await self._fire(clock, milestone)
                     break
-                except TRANSIENT_ERRORS as exc:
-                    transient += 1
-                    log.warning(
-                        "firing %s of %s failed (attempt %d): %r", name, ticket_id, transient, exc
-                    )
-                    await asyncio.sleep(backoff_seconds(transient))
-                except Exception:
+                except Exception as exc:
+                    if is_transient(exc):
+                        transient += 1
+                        log.warning(
+                            "firing %s of %s failed (attempt %d): %r",
+                            name,
+                            ticket_id,
+                            transient,
+                            exc,
+                        )
+                        # Short and capped: a busy store clears in milliseconds, and every second
+                        # waited is a second late.
+                        await asyncio.sleep(backoff_seconds(transient, base=0.02, cap=1.0))
+                        continue
                     failed += 1
                     log.exception("firing %s of %s failed", name, ticket_id)
                     if failed >= FIRE_ATTEMPTS:

@@ -88,7 +88,7 @@ class Client:
             department: str | None = view.get("department")
             return department
 
-        return await until(routed, "the ticket routed")
+        return await until(routed, "the ticket routed", within=60)
 
 
 async def until(probe: Callable[[], Awaitable[T | None]], what: str, within: float = 20) -> T:

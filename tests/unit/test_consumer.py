@@ -2,11 +2,14 @@
 proven on real Kafka in tests/integration)."""
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaConnectionError
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from pymongo.errors import AutoReconnect, OperationFailure
 
 from shared import kafka
 from shared.events import TicketSubmitted
@@ -23,7 +26,9 @@ def submitted() -> TicketSubmitted:
 
 
 class Harness:
-    def __init__(self, handler_failures: int = 0, failure: type[Exception] = ValueError) -> None:
+    def __init__(
+        self, handler_failures: int = 0, failure: Callable[[str], Exception] = ValueError
+    ) -> None:
         self.broker = KafkaBroker()
         self.handled: list[Any] = []
         self.dead: list[tuple[bytes, dict[str, str]]] = []
@@ -103,3 +108,35 @@ async def test_transient_failures_are_retried_until_they_pass() -> None:
 def test_backoff_grows_and_is_capped() -> None:
     assert all(0 <= kafka.backoff_seconds(1) <= 0.2 for _ in range(100))
     assert all(0 <= kafka.backoff_seconds(30) <= 30 for _ in range(100))
+
+
+SQLITE_BUSY = OperationFailure(
+    "[collection.go:177 sqlite.(*collection).UpdateAll.func1] database is locked (5) (SQLITE_BUSY)",
+    code=1,
+)
+
+
+@pytest.mark.parametrize(
+    ("failure", "transient"),
+    [
+        (SQLITE_BUSY, True),
+        (AutoReconnect("primary stepped down"), True),
+        (KafkaConnectionError("broker gone"), True),
+        (TimeoutError(), True),
+        (OperationFailure("unknown operator: $foo", code=2), False),
+        (ValueError("a bug"), False),
+    ],
+)
+def test_what_passes_by_itself_is_told_from_what_does_not(
+    failure: Exception, transient: bool
+) -> None:
+    assert kafka.is_transient(failure) is transient
+
+
+async def test_a_busy_store_is_waited_out_never_dead_lettered() -> None:
+    harness = Harness(handler_failures=kafka.HANDLER_ATTEMPTS + 2, failure=lambda _: SQLITE_BUSY)
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
+
+    assert len(harness.handled) == 1
+    assert harness.dead == []
