@@ -94,7 +94,7 @@ async def test_ticket_travels_the_whole_pipeline(
     # Routed to the Beijing education commission, on its own topic, as a full ticket.
     await watcher.wait_for(
         lambda w: bool(w.events(topics.department("bj-education"), ticket_id)),
-        15,
+        90,
         "the ticket on parkdesk.dept.bj-education",
     )
     assigned = watcher.events(topics.department("bj-education"), ticket_id)[0]
@@ -113,7 +113,7 @@ async def test_ticket_travels_the_whole_pipeline(
     ]
     await watcher.wait_for(
         lambda w: len(w.events(topics.sla, ticket_id)) >= len(expected),
-        SLA_SECONDS + 20,
+        SLA_SECONDS + 90,
         "the SLA warnings and breach",
     )
     sla_events = watcher.events(topics.sla, ticket_id)
@@ -145,7 +145,7 @@ async def test_ticket_travels_the_whole_pipeline(
 
     await watcher.wait_for(
         lambda w: len(w.events(topics.notifications, ticket_id)) >= 17,
-        20,
+        90,
         "notification.sent for every notification",
     )
     assert await inbox_counts() == expected_inbox
@@ -232,7 +232,13 @@ async def test_redelivered_event_changes_nothing(
             "clock": await mongo[f"{settings.namespace}_sla"]["clocks"].find_one(
                 {"_id": ticket_id}, {"started_at": 1, "resolution_due_at": 1}
             ),
-            "notifications": await notify.count_documents({"ticket_id": ticket_id}),
+            # Those the redelivered events cause; the running clock adds warnings meanwhile.
+            "notifications": await notify.count_documents(
+                {
+                    "ticket_id": ticket_id,
+                    "trigger_type": {"$in": ["ticket.submitted", "ticket.routed"]},
+                }
+            ),
         }
 
     before = await snapshot()
@@ -366,7 +372,7 @@ async def test_poison_records_are_dead_lettered_and_partitions_move_on(
 
     await watcher.wait_for(
         lambda _: all(dead_letters_for(p.offset) == set(groups) for p in poison),
-        10,
+        90,
         "dead letters from every service",
     )
     reasons = {dict(r.headers)["dlt-reason"].decode() for r in watcher.records}
@@ -401,7 +407,7 @@ async def test_an_accepted_ticket_survives_the_intake_that_accepted_it_dying(
     ticket_id = answer.json()["ticket_id"]
     await watcher.wait_for(
         lambda w: bool(w.events(settings.topics.department("tj-housing"), ticket_id)),
-        20,
+        90,
         "the ticket accepted by the killed replica on its department topic",
     )
 
@@ -424,7 +430,7 @@ async def test_sla_killed_between_warnings_fires_every_milestone_once(
     ticket_id = answer.json()["ticket_id"]
     await watcher.wait_for(
         lambda w: any(e["type"] == "sla.warning" for e in w.events(topics.sla, ticket_id)),
-        SLA_SECONDS + 20,
+        SLA_SECONDS + 90,
         "the first warning",
     )
 

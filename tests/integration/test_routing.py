@@ -208,7 +208,7 @@ async def test_transfers_move_the_ticket_refuse_bad_targets_and_are_counted(
     ticket_id = answer.json()["ticket_id"]
     await watcher.wait_for(
         lambda w: any(e["type"] == "ticket.routed" for e in w.events(topics.tickets, ticket_id)),
-        20,
+        90,
         "the ticket routed",
     )
     routed = next(
