@@ -220,7 +220,7 @@ async def test_redelivered_event_changes_nothing(
     )
     ticket_id = answer.json()["ticket_id"]
     await watcher.wait_for(
-        lambda w: len(w.events(topics.sla, ticket_id)) >= 2, 20, "the clock to start and warn"
+        lambda w: len(w.events(topics.sla, ticket_id)) >= 2, 90, "the clock to start and warn"
     )
 
     async def snapshot() -> dict[str, Any]:

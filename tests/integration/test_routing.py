@@ -253,7 +253,7 @@ async def test_transfers_move_the_ticket_refuse_bad_targets_and_are_counted(
         ]
 
     await watcher.wait_for(
-        lambda _: len({e["event_id"] for e in refusals()}) == 2, 20, "both bad transfers refused"
+        lambda _: len({e["event_id"] for e in refusals()}) == 2, 90, "both bad transfers refused"
     )
     assigned = watcher.events(topics.department("tj-market"), ticket_id)
     assert {e["event_id"] for e in assigned} == {
