@@ -198,3 +198,15 @@ def test_at_risk_is_open_past_three_quarters_and_not_yet_breached() -> None:
     assert figures["overall"].breached == 0
     assert figures["overall"].resolutions_due == 0
     assert report([ticket(1)], START + timedelta(hours=17))["overall"].at_risk == 0
+
+
+def test_the_shipped_example_policy_loads_and_means_what_it_says() -> None:
+    example = Path(__file__).resolve().parents[2] / "services" / "sla" / "policy.example.toml"
+    policy = load_sla_policy(example)
+
+    urgent_production = policy.targets_for(Category.PRODUCTION, Priority.URGENT)
+    assert urgent_production.resolution == timedelta(hours=4)
+    office = policy.calendar(policy.targets_for(Category.ADMINISTRATIVE, Priority.NORMAL).calendar)
+    assert isinstance(office, BusinessCalendar)
+    assert not office.is_working_day(date(2026, 10, 1))
+    assert office.is_working_day(date(2026, 10, 10))  # a make-up Saturday
