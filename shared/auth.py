@@ -44,13 +44,20 @@ class Principal:
         return self.may_act_for_enterprise(enterprise_id) or self.role is Role.SUPERVISOR
 
 
-def issue_credential(secret: str, role: Role, subject: str, valid_for: timedelta) -> str:
-    now = datetime.now(UTC)
+def issue_credential(
+    secret: str,
+    role: Role,
+    subject: str,
+    valid_for: timedelta,
+    credential_id: str | None = None,
+    issued_at: datetime | None = None,
+) -> str:
+    now = issued_at or datetime.now(UTC)
     claims = {
         "iss": ISSUER,
         "sub": subject,
         "role": role.value,
-        "jti": uuid.uuid4().hex,
+        "jti": credential_id or uuid.uuid4().hex,
         "iat": now,
         "exp": now + valid_for,
     }

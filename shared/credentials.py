@@ -16,7 +16,7 @@ from typing import Annotated, ClassVar, Literal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter, ValidationError
 
-from shared.auth import Role, issue_credential, verify_credential
+from shared.auth import Role, issue_credential
 from shared.events import Contract
 from shared.topics import TopicSpec
 
@@ -58,13 +58,13 @@ def issue(
     secret: str, role: Role, subject: str, valid_for: timedelta
 ) -> tuple[str, CredentialIssued]:
     """A new credential and the event that records it (by its hash)."""
-    token = issue_credential(secret, role, subject, valid_for)
-    principal = verify_credential(secret, token)
+    credential_id, now = uuid.uuid4().hex, datetime.now(UTC)
+    token = issue_credential(secret, role, subject, valid_for, credential_id, now)
     return token, CredentialIssued(
-        credential_id=principal.credential_id,
+        credential_id=credential_id,
         role=role,
         subject=subject,
-        expires_at=datetime.now(UTC) + valid_for,
+        expires_at=now + valid_for,
         token_sha256=hashlib.sha256(token.encode()).hexdigest(),
     )
 

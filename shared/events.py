@@ -10,7 +10,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -401,30 +401,10 @@ AnyEvent = (
 )
 
 EVENT_MODELS: dict[tuple[str, int], type[Event]] = {
-    (model.event_type, 1): model
-    for model in (
-        TicketSubmitted,
-        TicketRouted,
-        TicketTransferred,
-        TicketTransferRefused,
-        TicketAcknowledged,
-        TicketCommented,
-        TicketInformationRequested,
-        TicketInformationProvided,
-        TicketResolved,
-        TicketClosed,
-        TicketReopened,
-        TicketAssigned,
-        SlaStarted,
-        SlaWarning,
-        SlaBreached,
-        SlaFirstResponseMissed,
-        SlaPaused,
-        SlaResumed,
-        SlaMet,
-        NotificationSent,
-    )
+    (model.event_type, model.model_fields["schema_version"].default): model
+    for model in get_args(AnyEvent)
 }
+"""Which model decodes a record, by its type and schema version: every model of AnyEvent."""
 
 
 class UndecodableEvent(ValueError):

@@ -19,7 +19,7 @@ from services.notify.domain import (
 )
 from services.notify.store import NotifyStore
 from shared.auth import Authenticator, Principal, Role
-from shared.events import Event, TicketRouted, TicketSubmitted
+from shared.events import Event, TicketSubmitted
 from shared.kafka import Source
 
 
@@ -46,9 +46,6 @@ class EventHandlers:
         contact = EnterpriseContact(event.ticket.enterprise.id, event.ticket.contact.language)
         await self._store.remember_contact(event.ticket_id, contact)
         await self._notify(event, contact, source)
-
-    async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
-        await self._notify(event, await self._contact(event), source)
 
     async def on_event(self, event: Event, source: Source) -> None:
         """Every other event notify tells someone about; the domain says whom."""

@@ -58,8 +58,8 @@ def create(settings: NotifySettings) -> FastAPI:
         listener=DeliveryOwnership(dispatcher),
     )
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
-    consumer.on(TicketRouted, handlers.on_ticket_routed)
     for told in (
+        TicketRouted,
         SlaWarning,
         SlaBreached,
         SlaFirstResponseMissed,

@@ -283,24 +283,28 @@ def milestone_event(
     )
 
 
+def _reply(clock: Clock, trigger: Event, said: str) -> dict[str, Any]:
+    """The envelope of what the clock says in answer to a ticket event: an id fixed by that
+    event, so that a redelivery says it again as the same event."""
+    return {
+        "event_id": Event.derived_id(trigger.event_id, said),
+        "occurred_at": trigger.occurred_at,
+        "ticket_id": clock.ticket_id,
+        "correlation_id": trigger.correlation_id,
+        "department": clock.department,
+    }
+
+
 def paused_event(clock: Clock, trigger: Event) -> SlaPaused:
     return SlaPaused(
-        event_id=Event.derived_id(trigger.event_id, "sla.paused"),
-        occurred_at=trigger.occurred_at,
-        ticket_id=clock.ticket_id,
-        correlation_id=trigger.correlation_id,
-        department=clock.department,
+        **_reply(clock, trigger, "sla.paused"),
         remaining_seconds=clock.remaining(trigger.occurred_at),
     )
 
 
 def resumed_event(clock: Clock, trigger: Event) -> SlaResumed:
     return SlaResumed(
-        event_id=Event.derived_id(trigger.event_id, "sla.resumed"),
-        occurred_at=trigger.occurred_at,
-        ticket_id=clock.ticket_id,
-        correlation_id=trigger.correlation_id,
-        department=clock.department,
+        **_reply(clock, trigger, "sla.resumed"),
         resolution_due_at=clock.resolution_due_at,
         remaining_seconds=clock.remaining(trigger.occurred_at),
     )
@@ -310,11 +314,7 @@ def met_event(clock: Clock, trigger: Event) -> SlaMet:
     resolved_at = clock.stopped_at or trigger.occurred_at
     remaining = clock.calendar.elapsed(resolved_at, clock.resolution_due_at).total_seconds()
     return SlaMet(
-        event_id=Event.derived_id(trigger.event_id, "sla.met"),
-        occurred_at=trigger.occurred_at,
-        ticket_id=clock.ticket_id,
-        correlation_id=trigger.correlation_id,
-        department=clock.department,
+        **_reply(clock, trigger, "sla.met"),
         resolution_due_at=clock.resolution_due_at,
         resolved_at=resolved_at,
         in_time=remaining >= 0,

@@ -1,3 +1,4 @@
+import hashlib
 from datetime import timedelta
 from typing import Annotated
 
@@ -7,6 +8,7 @@ from fastapi import Depends, FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from shared.auth import Authenticator, Principal, Role, issue_credential, verify_credential
+from shared.credentials import issue
 
 SECRET = "s" * 40
 
@@ -64,3 +66,13 @@ async def test_routes_refuse_missing_bad_and_wrong_role_credentials() -> None:
         answer = await client.get("/x", headers={"Authorization": f"Bearer {supervisor}"})
     assert answer.status_code == 200
     assert answer.json() == "ops"
+
+
+def test_the_recorded_credential_is_the_token_issued() -> None:
+    token, issued = issue(SECRET, Role.DEPARTMENT, "tj-tax", timedelta(days=2))
+
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="parkdesk")
+    assert issued.credential_id == verify_credential(SECRET, token).credential_id
+    assert int(issued.expires_at.timestamp()) == claims["exp"]
+    assert issued.token_sha256 == hashlib.sha256(token.encode()).hexdigest()
+    assert token not in issued.model_dump_json()
