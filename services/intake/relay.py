@@ -13,7 +13,7 @@ from contextlib import suppress
 from faststream.kafka import KafkaBroker
 
 from services.intake.store import IntakeStore
-from shared.kafka import event_headers
+from shared.kafka import publish_all
 from shared.topics import Topics
 
 log = logging.getLogger("parkdesk.intake.relay")
@@ -54,23 +54,11 @@ class OutboxRelay:
         events = await self._store.unrelayed(self._batch_size)
         if not events:
             return 0
-        # Sent one after another on one producer, so each partition keeps the stored order;
-        # confirmations are awaited together.
-        confirmations = [
-            await self._broker.publish(
-                event.to_json(),
-                self._topics.tickets,
-                key=event.ticket_id.encode(),
-                headers=event_headers(event),
-                correlation_id=event.correlation_id,
-                no_confirm=True,
-            )
-            for event in events
-        ]
-        await asyncio.gather(*confirmations)
+        await publish_all(self._broker, self._topics.tickets, events)
         await self._store.mark_relayed(events)
         return len(events)
 
     async def _sleep(self) -> None:
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), self._idle_seconds)
+            async with asyncio.timeout(self._idle_seconds):
+                await self._wakeup.wait()
