@@ -91,13 +91,7 @@ def event_headers(event: Event) -> dict[str, str]:
 
 async def publish(broker: KafkaBroker, topic: str, event: Event) -> None:
     """Publish and wait until the broker has it: callers store or acknowledge only after this."""
-    await broker.publish(
-        event.to_json(),
-        topic,
-        key=event.ticket_id.encode(),
-        headers=event_headers(event),
-        correlation_id=event.correlation_id,
-    )
+    await publish_all(broker, topic, [event])
 
 
 async def publish_all(broker: KafkaBroker, topic: str, events: Iterable[Event]) -> None:

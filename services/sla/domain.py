@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from services.sla.calendar import BusinessCalendar, Calendar, WallClock
 from shared.departments import SUPERVISION
@@ -89,6 +90,9 @@ class Milestone:
     threshold: float | None = None
 
 
+NOT_WORKED_OUT = object()
+
+
 @dataclass(frozen=True, slots=True)
 class Clock:
     ticket_id: str
@@ -112,6 +116,11 @@ class Clock:
     fired: frozenset[str] = field(default_factory=frozenset)
     applied: frozenset[str] = field(default_factory=frozenset)
     """Ids of the ticket events already applied: a redelivered one changes nothing."""
+    version: int = 0
+    """How many times this clock has been stored; each change is stored as the next version."""
+    _next: object = field(default=NOT_WORKED_OUT, init=False, repr=False, compare=False)
+    """The next milestone, worked out once per clock: it is asked for on every fire, store and
+    schedule, and a clock never changes (a change is a new clock, which works it out anew)."""
 
     @property
     def acknowledged(self) -> bool:
@@ -126,37 +135,44 @@ class Clock:
         return self.calendar.add(self.started_at, self.first_response_target)
 
     def milestones(self) -> tuple[Milestone, ...]:
-        prefix = f"g{self.generation}:"
-        found = []
-        if not self.acknowledged and self.generation == 1:
-            found.append(
-                Milestone(
-                    prefix + Kind.FIRST_RESPONSE, Kind.FIRST_RESPONSE, self.first_response_due_at
-                )
-            )
-        for threshold in sorted(self.thresholds):
-            found.append(
-                Milestone(
-                    f"{prefix}{Kind.WARNING}-{round(threshold * 100)}",
-                    Kind.WARNING,
-                    self.started_at + self.resolution_target * threshold + self.paused_for,
-                    threshold,
-                )
-            )
-        found.append(Milestone(prefix + Kind.BREACH, Kind.BREACH, self.resolution_due_at))
-        return tuple(sorted(found, key=lambda m: m.due_at))
+        return tuple(Milestone(*due) for due in self._due())
 
     def next_milestone(self) -> Milestone | None:
         """What fires next; nothing while stopped, and only a first response while paused."""
+        if self._next is NOT_WORKED_OUT:
+            object.__setattr__(self, "_next", self._work_out_next())
+        return cast(Milestone | None, self._next)
+
+    def _work_out_next(self) -> Milestone | None:
         if self.stopped_at is not None:
             return None
-        for milestone in self.milestones():
-            if milestone.name in self.fired:
+        for name, kind, due_at, threshold in self._due():
+            if name in self.fired:
                 continue
-            if self.paused_at is not None and milestone.kind is not Kind.FIRST_RESPONSE:
+            if self.paused_at is not None and kind is not Kind.FIRST_RESPONSE:
                 continue
-            return milestone
+            return Milestone(name, kind, due_at, threshold)
         return None
+
+    def _due(self) -> list[tuple[str, Kind, datetime, float | None]]:
+        """Every milestone of this generation as plain tuples, soonest first: this runs on
+        every fire and change of every clock, so it builds no more than it must."""
+        prefix = f"g{self.generation}:"
+        found: list[tuple[str, Kind, datetime, float | None]] = []
+        if not self.acknowledged and self.generation == 1:
+            found.append(
+                (prefix + "first-response", Kind.FIRST_RESPONSE, self.first_response_due_at, None)
+            )
+        add = self.calendar.add
+        for threshold in self.thresholds:
+            due_at = add(self.started_at, self.resolution_target * threshold + self.paused_for)
+            found.append((prefix + _warning_name(threshold), Kind.WARNING, due_at, threshold))
+        found.append((prefix + "breached", Kind.BREACH, self.resolution_due_at, None))
+        found.sort(key=_due_at)
+        return found
+
+    def next_version(self) -> "Clock":
+        return replace(self, version=self.version + 1)
 
     def with_fired(self, name: str) -> "Clock":
         return replace(self, fired=self.fired | {name})
@@ -167,6 +183,15 @@ class Clock:
     def remaining(self, now: datetime) -> float:
         """Counted seconds left (negative when overdue); frozen while paused."""
         return self.calendar.elapsed(self.paused_at or now, self.resolution_due_at).total_seconds()
+
+
+def _due_at(due: tuple[str, Kind, datetime, float | None]) -> datetime:
+    return due[2]
+
+
+@cache
+def _warning_name(threshold: float) -> str:
+    return f"{Kind.WARNING.value}-{round(threshold * 100)}"
 
 
 def start_clock(event: TicketRouted, policy: SlaPolicy, partition: int) -> Clock:

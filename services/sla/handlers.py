@@ -1,5 +1,6 @@
 """sla's event and request handlers, and what a milestone does when it fires."""
 
+import gc
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -13,7 +14,6 @@ from pydantic import BaseModel
 
 from services.sla.domain import (
     Clock,
-    Milestone,
     SlaPolicy,
     acknowledge,
     met_event,
@@ -30,8 +30,8 @@ from services.sla.domain import (
     started_event,
     transfer,
 )
-from services.sla.store import SlaStore
-from services.sla.timers import ClockScheduler
+from services.sla.store import SlaStore, StaleClock
+from services.sla.timers import ClockScheduler, Due
 from shared.auth import Authenticator, Principal, Role
 from shared.events import (
     Event,
@@ -46,11 +46,14 @@ from shared.events import (
     TicketTransferred,
     TicketTransferRefused,
 )
-from shared.kafka import Source, publish
+from shared.kafka import Source, publish, publish_all
 from shared.topics import Topics
 
 log = logging.getLogger("parkdesk.sla")
 
+
+STALE_RETRIES = 5
+"""Versions of a clock another instance may store while one lifecycle event is applied."""
 
 Transition = Callable[[Clock, Any], Clock]
 Reaction = Callable[[Clock, Any], list[Event]]
@@ -70,7 +73,7 @@ class EventHandlers:
         self._topics = topics
         self._policy = policy
         self._now = now
-        self.scheduler = ClockScheduler(self.on_milestone_due, now)
+        self.scheduler = ClockScheduler(self.on_milestones_due, now)
 
     async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
         async with self.scheduler.locked(event.ticket_id):
@@ -121,27 +124,39 @@ class EventHandlers:
     async def _change(self, event: Event, transition: Transition, reaction: Reaction) -> None:
         """Applies a lifecycle event to the ticket's clock once, and says what it means."""
         async with self.scheduler.locked(event.ticket_id):
-            clock = self.scheduler.get(event.ticket_id) or await self._store.clock(event.ticket_id)
-            if clock is None:
-                log.warning("%s for %s, which has no clock", event.type, event.ticket_id)
-                return
-            if str(event.event_id) not in clock.applied:
-                clock = transition(clock, event).with_applied(event)
-                await self._store.save(clock)
+            clock = self.scheduler.get(event.ticket_id)
+            for _ in range(STALE_RETRIES):
+                clock = clock or await self._store.clock(event.ticket_id)
+                if clock is None:
+                    log.warning("%s for %s, which has no clock", event.type, event.ticket_id)
+                    return
+                if str(event.event_id) in clock.applied:
+                    break
+                try:
+                    clock = await self._store.save(transition(clock, event).with_applied(event))
+                except StaleClock:
+                    # Another instance stored a newer version (a rebalance in between):
+                    # apply the event to that one.
+                    clock = None
+                    continue
                 self.scheduler.hold(clock)
+                break
+            else:
+                raise StaleClock(event.ticket_id)
             # Republished as the same events on a redelivery, so nothing is lost in between.
             for said in reaction(clock, event):
                 await publish(self._broker, self._topics.sla, said)
 
-    async def on_milestone_due(self, clock: Clock, milestone: Milestone) -> Clock:
-        # Published before it is marked fired: a crash in between fires it again, under the
-        # same event id, rather than never.
-        await publish(
-            self._broker, self._topics.sla, milestone_event(clock, milestone, self._now())
+    async def on_milestones_due(self, due: Due) -> list[Clock]:
+        # Published before they are marked fired: a crash in between fires them again, under
+        # the same event ids, rather than never.
+        now = self._now()
+        await publish_all(
+            self._broker,
+            self._topics.sla,
+            (milestone_event(clock, milestone, now) for clock, milestone in due),
         )
-        fired = clock.with_fired(milestone.name)
-        await self._store.save(fired)
-        return fired
+        return await self._store.save_all([clock.with_fired(m.name) for clock, m in due])
 
 
 def no_reaction(_: Clock, __: Event) -> list[Event]:
@@ -161,8 +176,15 @@ class ClockOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         partitions = [tp.partition for tp in assigned if tp.topic == self._topic]
-        for clock in await self._store.pending_clocks(partitions):
-            self._scheduler.add(clock)
+        # A rebuild allocates a million objects that all live on: a garbage collection while
+        # it reads would walk them over and over. adopt() moves them out of the collector's
+        # sight once they are in.
+        gc.disable()
+        try:
+            pending = await self._store.pending_clocks(partitions)
+        finally:
+            gc.enable()
+        self._scheduler.adopt(pending)
 
 
 class ClockView(BaseModel):

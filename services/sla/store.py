@@ -1,112 +1,257 @@
-"""sla's own database: `clocks`, one document per ticket under its id.
+"""sla's own database: every stored version of every clock, one collection per partition.
 
-Every clock records its Kafka partition, so that the instance that owns a partition finds its
-clocks by equality (`partition`, `pending`), the milestones already fired, so that a restart
-or a rebalance fires none twice, and the ticket events already applied. Only the partition's
-owner writes a clock, and always the whole clock as it holds it.
+Written only by inserts. A change to a clock is a new document, `<ticket id>#<version>`, and
+the newest version is the clock. This is how the store stays fast and safe on both targets:
+- FerretDB (the local store) applies an update or delete by scanning the whole collection,
+  measured at 13 updates/s with 30,000 documents, while inserts stay constant (about 50,000/s
+  in batches) and a lookup on an indexed field stays a few milliseconds;
+- a version that exists already is a duplicate key, so two writers of one clock (an old and a
+  new owner during a rebalance) cannot overwrite each other: the second learns it is stale.
+
+One collection per Kafka partition (`clocks_p<n>`), so that a new owner of some partitions
+reads just those collections, whole, as fast as the store reads (FerretDB filters other than
+on `_id` cost more than reading everything). The clock's state is one JSON string beside the
+few fields the store queries: every top-level field costs the FerretDB reader, measured at
+7,000 documents/s with twenty fields against 29,000/s with four.
 """
 
+import asyncio
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic_core import from_json, to_json
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from services.sla.calendar import Calendar
 from services.sla.domain import Clock
 from shared.events import Category, Priority
-from shared.mongo import Document, insert_once
+from shared.mongo import DUPLICATE_KEY, Document
+
+PREFIX = "clocks_p"
+READ_BATCH = 10_000
+
+
+class StaleClock(Exception):
+    """Another writer stored this version of the clock first: start again from the store."""
 
 
 class SlaStore:
     def __init__(
         self, database: AsyncDatabase[Document], calendar: Callable[[str], Calendar]
     ) -> None:
-        self._clocks = database["clocks"]
+        self._database = database
         self._calendar = calendar
         """Resolves a stored calendar name against the policy in force."""
+        self._indexed: set[int] = set()
 
     async def ensure_indexes(self) -> None:
-        await self._clocks.create_index([("partition", ASCENDING), ("pending", ASCENDING)])
-        await self._clocks.create_index([("next_due_at", ASCENDING)])
+        for partition in await self._partitions():
+            await self._partition(partition)
 
     async def start_once(self, clock: Clock) -> Clock:
         """Stores a new clock; a clock stored before for the ticket stays, and is returned."""
-        if await insert_once(self._clocks, document_of(clock)):
-            return clock
-        existing = await self.clock(clock.ticket_id)
-        return existing or clock
+        try:
+            return await self.save(clock)
+        except StaleClock:
+            existing = await self.clock(clock.ticket_id)
+            return existing or clock
 
-    async def save(self, clock: Clock) -> None:
-        await self._clocks.replace_one({"_id": clock.ticket_id}, document_of(clock))
+    async def save(self, clock: Clock) -> Clock:
+        """Stores the next version of the clock, and returns it as stored."""
+        saved = clock.next_version()
+        try:
+            await (await self._partition(clock.partition)).insert_one(document_of(saved))
+        except DuplicateKeyError:
+            raise StaleClock(clock.ticket_id) from None
+        return saved
+
+    async def save_all(self, clocks: list[Clock]) -> list[Clock]:
+        """Stores the next version of each clock in one write per partition; returns them as
+        stored, each as the store has it now, where another writer got there first."""
+        saved = [clock.next_version() for clock in clocks]
+        by_partition: dict[int, list[Document]] = {}
+        for clock in saved:
+            by_partition.setdefault(clock.partition, []).append(document_of(clock))
+        written = await asyncio.gather(
+            *(self._insert_versions(p, documents) for p, documents in by_partition.items())
+        )
+        stale = set().union(*written)
+        if not stale:
+            return saved
+        current = []
+        for clock in saved:
+            if clock.ticket_id in stale:
+                clock = await self.clock(clock.ticket_id) or clock
+            current.append(clock)
+        return current
+
+    async def _insert_versions(self, partition: int, documents: list[Document]) -> set[str]:
+        """Inserts the documents; returns the tickets whose version was there already."""
+        try:
+            await (await self._partition(partition)).insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            return {documents[error["index"]]["ticket_id"] for error in errors}
+        return set()
 
     async def clock(self, ticket_id: str) -> Clock | None:
-        document = await self._clocks.find_one({"_id": ticket_id})
-        return clock_of(document, self._calendar) if document else None
+        """The newest version of a ticket's clock, wherever its partition is."""
+        collections = [await self._partition(p) for p in await self._partitions()]
+        found = await asyncio.gather(
+            *(collection.find({"ticket_id": ticket_id}).to_list() for collection in collections)
+        )
+        newest = max((d for each in found for d in each), key=version_of, default=None)
+        return clock_of(newest, self._calendar) if newest else None
 
-    async def pending_clocks(self, partitions: Iterable[int]) -> list[Clock]:
-        """The clocks a new owner of these partitions must hold, in one read of the store."""
-        owned = sorted(set(partitions))
-        if not owned:
-            return []
-        cursor = self._clocks.find({"partition": {"$in": owned}, "pending": True})
-        return [clock_of(document, self._calendar) async for document in cursor]
+    async def pending_clocks(self, partitions: Iterable[int]) -> list["SealedClock"]:
+        """The clocks a new owner of these partitions must hold, each still in its stored form
+        with the time it is due next: a rebuild reads a million of them, and most are decoded
+        only when they fire or change. The partitions are read concurrently."""
+        owned = set(partitions) & set(await self._partitions())
+        found = await asyncio.gather(*(self._pending_in(partition) for partition in owned))
+        return [pending for partition in found for pending in partition]
 
     async def started_between(self, start: datetime, end: datetime) -> list[Clock]:
-        """Clocks started in [start, end): a range scan, for reports, not for the hot path."""
-        cursor = self._clocks.find({"started_at": {"$gte": start, "$lt": end}})
-        return [clock_of(document, self._calendar) async for document in cursor]
+        """Clocks started in [start, end): a read of every clock, for reports, not for the hot
+        path."""
+        clocks = []
+        for partition in await self._partitions():
+            for document in (await self._newest_in(partition)).values():
+                clock = clock_of(document, self._calendar)
+                if start <= clock.started_at < end:
+                    clocks.append(clock)
+        return clocks
+
+    async def _pending_in(self, partition: int) -> list["SealedClock"]:
+        return [
+            SealedClock(document, partition, self._calendar)
+            for document in (await self._newest_in(partition)).values()
+            if document["next_due_at"] is not None
+        ]
+
+    async def _newest_in(self, partition: int) -> dict[str, Document]:
+        """The newest stored version of every clock of the partition; only these are decoded,
+        and a partition's documents are let go as soon as it is."""
+        collection = self._database[f"{PREFIX}{partition}"]
+        newest: dict[str, Document] = {}
+        async for document in collection.find({}, batch_size=READ_BATCH):
+            held = newest.get(document["ticket_id"])
+            if held is None or version_of(held) < version_of(document):
+                newest[document["ticket_id"]] = document
+        return newest
+
+    async def _partitions(self) -> list[int]:
+        names = await self._database.list_collection_names()
+        return sorted(int(name[len(PREFIX) :]) for name in names if name.startswith(PREFIX))
+
+    async def _partition(self, partition: int) -> AsyncCollection[Document]:
+        collection = self._database[f"{PREFIX}{partition}"]
+        if partition not in self._indexed:
+            await collection.create_index([("ticket_id", ASCENDING)])
+            await collection.create_index([("next_due_at", ASCENDING)])
+            self._indexed.add(partition)
+        return collection
+
+
+class SealedClock:
+    """A pending clock as stored, opened (decoded) when first needed."""
+
+    __slots__ = ("_calendar", "_state", "due_at", "partition", "ticket_id", "version")
+
+    def __init__(
+        self, document: Document, partition: int, calendar: Callable[[str], Calendar]
+    ) -> None:
+        self.ticket_id: str = document["ticket_id"]
+        self.version = version_of(document)
+        self.partition = partition
+        self.due_at: datetime = document["next_due_at"]
+        self._state: str = document["state"]
+        self._calendar = calendar
+
+    def open(self) -> Clock:
+        return _decode(self.ticket_id, self.version, self._state, self._calendar)
 
 
 def document_of(clock: Clock) -> Document:
+    """The stored form of one version of a clock."""
     upcoming = clock.next_milestone()
-    return {
-        "_id": clock.ticket_id,
+    state: dict[str, Any] = {
         "correlation_id": clock.correlation_id,
         "department": clock.department,
         "partition": clock.partition,
         "generation": clock.generation,
-        "started_at": clock.started_at,
-        "resolution_target_seconds": clock.resolution_target.total_seconds(),
-        "first_response_target_seconds": clock.first_response_target.total_seconds(),
-        "thresholds": list(clock.thresholds),
+        "started_at": clock.started_at.isoformat(),
+        "resolution_target": clock.resolution_target.total_seconds(),
+        "first_response_target": clock.first_response_target.total_seconds(),
+        "thresholds": clock.thresholds,
         "calendar": clock.calendar.name,
         "category": clock.category.value,
         "priority": clock.priority.value,
-        "paused_seconds": clock.paused_for.total_seconds(),
-        "paused_at": clock.paused_at,
-        "acknowledged_at": clock.acknowledged_at,
-        "stopped_at": clock.stopped_at,
+        "paused_for": clock.paused_for.total_seconds(),
+        "paused_at": _iso(clock.paused_at),
+        "acknowledged_at": _iso(clock.acknowledged_at),
+        "stopped_at": _iso(clock.stopped_at),
         "rating": clock.rating,
         "fired": sorted(clock.fired),
         "applied": sorted(clock.applied),
-        # Derived, for queries: which clocks a new owner must hold, and when they fire.
-        "resolution_due_at": clock.resolution_due_at,
-        "pending": upcoming is not None,
+    }
+    return {
+        "_id": f"{clock.ticket_id}#{clock.version}",
+        "ticket_id": clock.ticket_id,
+        # Derived, for operators and a store with range queries: when the clock fires next.
         "next_due_at": upcoming.due_at if upcoming else None,
+        # Empty fields left out: the store reads shorter documents faster.
+        "state": to_json(
+            {key: value for key, value in state.items() if value not in (None, [])}
+        ).decode(),
     }
 
 
-def clock_of(document: dict[str, Any], calendar: Callable[[str], Calendar]) -> Clock:
+def clock_of(document: Document, calendar: Callable[[str], Calendar]) -> Clock:
+    return _decode(document["ticket_id"], version_of(document), document["state"], calendar)
+
+
+def _decode(
+    ticket_id: str, version: int, stored: str, calendar: Callable[[str], Calendar]
+) -> Clock:
+    state = from_json(stored)
     return Clock(
-        ticket_id=document["_id"],
-        correlation_id=document["correlation_id"],
-        department=document["department"],
-        partition=document["partition"],
-        generation=document["generation"],
-        started_at=document["started_at"],
-        resolution_target=timedelta(seconds=document["resolution_target_seconds"]),
-        first_response_target=timedelta(seconds=document["first_response_target_seconds"]),
-        thresholds=tuple(document["thresholds"]),
-        calendar=calendar(document["calendar"]),
-        category=Category(document["category"]),
-        priority=Priority(document["priority"]),
-        paused_for=timedelta(seconds=document["paused_seconds"]),
-        paused_at=document["paused_at"],
-        acknowledged_at=document["acknowledged_at"],
-        stopped_at=document["stopped_at"],
-        rating=document["rating"],
-        fired=frozenset(document["fired"]),
-        applied=frozenset(document["applied"]),
+        ticket_id=ticket_id,
+        version=version,
+        correlation_id=state["correlation_id"],
+        department=state["department"],
+        partition=state["partition"],
+        generation=state["generation"],
+        started_at=datetime.fromisoformat(state["started_at"]),
+        resolution_target=timedelta(seconds=state["resolution_target"]),
+        first_response_target=timedelta(seconds=state["first_response_target"]),
+        thresholds=tuple(state["thresholds"]),
+        calendar=calendar(state["calendar"]),
+        category=Category(state["category"]),
+        priority=Priority(state["priority"]),
+        paused_for=timedelta(seconds=state["paused_for"]),
+        paused_at=_moment(state.get("paused_at")),
+        acknowledged_at=_moment(state.get("acknowledged_at")),
+        stopped_at=_moment(state.get("stopped_at")),
+        rating=state.get("rating"),
+        fired=frozenset(state.get("fired", ())),
+        applied=frozenset(state.get("applied", ())),
     )
+
+
+def version_of(document: Document) -> int:
+    return int(document["_id"].rpartition("#")[2])
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def _moment(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

@@ -2,7 +2,17 @@
 
 from datetime import UTC, datetime, timedelta
 
-from shared.events import Category, Contact, Enterprise, Language, Origin, Ticket, TicketContent
+from shared.events import (
+    Category,
+    Contact,
+    Enterprise,
+    Language,
+    Origin,
+    Priority,
+    Ticket,
+    TicketContent,
+    TicketRouted,
+)
 
 
 def sample_content(
@@ -30,4 +40,18 @@ def sample_ticket(submitted_at: datetime | None = None, **content: object) -> Ti
         submitted_at=submitted_at,
         resolution_due_at=submitted_at + timedelta(hours=24),
         **sample_content(**content).model_dump(),  # type: ignore[arg-type]
+    )
+
+
+def sample_routed(submitted_at: datetime, ticket: str) -> TicketRouted:
+    return TicketRouted(
+        category=Category.DAILY_LIFE,
+        priority=Priority.NORMAL,
+        ticket_id=ticket,
+        correlation_id="c",
+        department="tj-tax",
+        reason="r",
+        occurred_at=submitted_at + timedelta(minutes=3),
+        submitted_at=submitted_at,
+        resolution_due_at=submitted_at + timedelta(hours=24),
     )

@@ -1,12 +1,12 @@
 import asyncio
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.sla.domain import (
     Clock,
-    Milestone,
     SlaPolicy,
     Targets,
     acknowledge,
@@ -20,17 +20,16 @@ from services.sla.domain import (
     started_event,
     transfer,
 )
-from services.sla.timers import ClockScheduler
+from services.sla.timers import ClockScheduler, Due
 from shared.events import (
-    Category,
     Event,
-    Priority,
     SlaBreached,
     SlaFirstResponseMissed,
     SlaWarning,
     TicketResolved,
     TicketRouted,
 )
+from tests.unit.samples import sample_routed
 
 SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)  # 07:30 next day in Asia/Shanghai
 POLICY = SlaPolicy(Targets(timedelta(hours=24), timedelta(hours=2)), (0.9, 0.5, 0.75))
@@ -38,17 +37,7 @@ TICKET = "T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM"
 
 
 def routed(submitted_at: datetime = SUBMITTED, ticket: str = TICKET) -> TicketRouted:
-    return TicketRouted(
-        category=Category.DAILY_LIFE,
-        priority=Priority.NORMAL,
-        ticket_id=ticket,
-        correlation_id="c",
-        department="tj-tax",
-        reason="r",
-        occurred_at=submitted_at + timedelta(minutes=3),
-        submitted_at=submitted_at,
-        resolution_due_at=submitted_at + timedelta(hours=24),
-    )
+    return sample_routed(submitted_at, ticket)
 
 
 def names(clock: Clock) -> list[tuple[str, timedelta]]:
@@ -167,12 +156,12 @@ class Recorder:
         self.fired: list[tuple[str, str]] = []
         self.failures = failures
 
-    async def __call__(self, clock: Clock, milestone: Milestone) -> Clock:
+    async def __call__(self, due: Due) -> list[Clock]:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
-        self.fired.append((clock.ticket_id[-4:], milestone.name))
-        return clock.with_fired(milestone.name)
+        self.fired.extend((clock.ticket_id[-4:], milestone.name) for clock, milestone in due)
+        return [clock.with_fired(milestone.name) for clock, milestone in due]
 
 
 def utc_now() -> datetime:
@@ -269,11 +258,11 @@ async def test_a_failed_fire_is_retried_not_skipped() -> None:
 async def test_an_unexpected_failure_of_one_clock_does_not_stop_the_others() -> None:
     fired: list[str] = []
 
-    async def fire(clock: Clock, milestone: Milestone) -> Clock:
-        if clock.ticket_id.endswith("BAD0"):
+    async def fire(due: Due) -> list[Clock]:
+        if any(clock.ticket_id.endswith("BAD0") for clock, _ in due):
             raise RuntimeError("a bug in one clock")
-        fired.append(clock.ticket_id[-4:])
-        return clock.with_fired(milestone.name)
+        fired.extend(clock.ticket_id[-4:] for clock, _ in due)
+        return [clock.with_fired(milestone.name) for clock, milestone in due]
 
     scheduler = ClockScheduler(fire, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0BAD0", offset_ms=-1000))
@@ -283,3 +272,57 @@ async def test_an_unexpected_failure_of_one_clock_does_not_stop_the_others() -> 
 
     assert fired.count("G00D") == 3
     assert scheduler.get("T-01M8M3WQ6WQ4ZQ3FGCHBD0BAD0") is None
+
+
+@dataclass
+class SealedForTest:
+    clock: Clock
+    due_at: datetime
+
+    @property
+    def ticket_id(self) -> str:
+        return self.clock.ticket_id
+
+    @property
+    def partition(self) -> int:
+        return self.clock.partition
+
+    def open(self) -> Clock:
+        return self.clock
+
+
+async def test_an_adopted_clock_fires_by_the_policy_in_force_not_the_stored_time() -> None:
+    recorder = Recorder()
+    scheduler = ClockScheduler(recorder, utc_now)
+    clock = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0HHHH", offset_ms=60_000)
+    # Stored under an older policy that put it in the past; the clock now says a minute on.
+    scheduler.adopt([SealedForTest(clock, utc_now() - timedelta(seconds=1))])
+
+    await run_for(scheduler, 0.2)
+
+    assert recorder.fired == []
+    assert scheduler.get(clock.ticket_id) == clock
+
+
+async def test_adopted_clocks_fire_when_due_and_are_opened_only_then() -> None:
+    recorder = Recorder()
+    scheduler = ClockScheduler(recorder, utc_now)
+    due = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0JJJJ", offset_ms=-1000)
+    later = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0KKKK", offset_ms=60_000)
+    opened: list[str] = []
+
+    class Counting(SealedForTest):
+        def open(self) -> Clock:
+            opened.append(self.ticket_id[-4:])
+            return self.clock
+
+    scheduler.adopt(Counting(c, c.first_response_due_at) for c in (due, later))
+    await run_for(scheduler, 0.2)
+
+    assert [name for _, name in recorder.fired] == [
+        "g1:first-response",
+        "g1:warning-75",
+        "g1:breached",
+    ]
+    assert opened == ["JJJJ"]
+    assert len(scheduler) == 1
