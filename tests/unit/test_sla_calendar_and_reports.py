@@ -88,6 +88,26 @@ def test_a_paused_business_clock_moves_its_due_by_business_time_only() -> None:
     assert resumed.resolution_due_at == at(date(2026, 12, 1), 11)  # 9 h Monday, 2 h Tuesday
 
 
+def test_warnings_count_business_time_like_the_breach() -> None:
+    # 16 business hours from Friday 14:00 before the golden week: Friday 14-18, Sunday 27th
+    # (a make-up workday) 9-18, then Monday 28th 9-12.
+    clock = Clock(
+        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+        correlation_id="c",
+        department="tj-tax",
+        partition=0,
+        started_at=at(date(2026, 9, 25), 14),
+        resolution_target=timedelta(hours=16),
+        first_response_target=timedelta(hours=2),
+        thresholds=(0.25, 0.5),
+        calendar=OFFICE,
+    )
+    due = {m.name: m.due_at for m in clock.milestones()}
+    assert due["g1:warning-25"] == at(date(2026, 9, 25), 18)
+    assert due["g1:warning-50"] == at(date(2026, 9, 27), 13)
+    assert due["g1:breached"] == at(date(2026, 9, 28), 12)
+
+
 def test_a_bad_calendar_is_refused() -> None:
     with pytest.raises(ValueError, match="after closing"):
         BusinessCalendar("upside-down", opens=time(18), closes=time(9))
