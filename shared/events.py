@@ -364,6 +364,7 @@ class SlaMet(Event):
 class Channel(StrEnum):
     INBOX = "inbox"
     WEBHOOK = "webhook"
+    EMAIL = "email"
 
 
 class NotificationSent(Event):

@@ -3,9 +3,14 @@ slow webhook never stalls a partition.
 
 A webhook is an HTTP POST of the notification as JSON, signed with HMAC-SHA256 over
 `<timestamp>.<body>` (headers `X-Parkdesk-Timestamp`, `X-Parkdesk-Signature: sha256=<hex>`).
-5xx answers and timeouts are retried with exponential backoff and jitter; a 4xx is final. A
-notification that cannot be delivered is marked failed and recorded on the dead-letter topic
-with the reason. Each delivery is announced with `notification.sent`.
+5xx answers and timeouts are retried with exponential backoff and jitter; a 4xx is final.
+
+An e-mail goes over SMTP (STARTTLS and AUTH when configured) to the ticket's contact, as UTF-8
+plain text with its subject encoded for any mail reader; a 4xx SMTP reply or a lost connection
+is retried the same way, a 5xx reply is final.
+
+A notification that cannot be delivered is marked failed and recorded on the dead-letter topic
+with the reason (addresses masked). Each delivery is announced with `notification.sent`.
 """
 
 import asyncio
@@ -13,12 +18,16 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
 
+import aiosmtplib
 import httpx
 from faststream.kafka import KafkaBroker
 
@@ -34,6 +43,19 @@ log = logging.getLogger("parkdesk.notify.delivery")
 class WebhookTarget:
     url: str
     secret: str
+    attempts: int
+    timeout_seconds: float
+    backoff_base_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class MailTarget:
+    host: str
+    port: int
+    starttls: bool
+    username: str | None
+    password: str | None
+    sender: str
     attempts: int
     timeout_seconds: float
     backoff_base_seconds: float
@@ -58,6 +80,7 @@ class Dispatcher:
         broker: KafkaBroker,
         topics: Topics,
         webhook: WebhookTarget | None,
+        mail: MailTarget | None,
         now: Callable[[], datetime],
         concurrency: int = 32,
     ) -> None:
@@ -65,6 +88,7 @@ class Dispatcher:
         self._broker = broker
         self._topics = topics
         self._webhook = webhook
+        self._mail = mail
         self._now = now
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -102,14 +126,19 @@ class Dispatcher:
             await self._store.mark_delivered(notification.id, attempts, self._now())
 
     async def _send(self, notification: Notification) -> int:
+        """Delivers over the notification's channel; returns the attempts it took."""
         if notification.channel is Channel.INBOX:
             return 1  # Stored is delivered: the inbox is read from the store.
-        if self._webhook is None:
-            raise DeliveryFailed("no webhook configured", retryable=False)
-        target = self._webhook
+        outbound = {Channel.WEBHOOK: self._webhook, Channel.EMAIL: self._mail}
+        target = outbound.get(notification.channel)
+        if target is None:
+            raise DeliveryFailed(f"no {notification.channel.value} channel configured", False)
         for attempt in range(1, target.attempts + 1):
             try:
-                await self._post(target, notification)
+                if isinstance(target, WebhookTarget):
+                    await self._post(target, notification)
+                else:
+                    await self._mail_to_contact(target, notification)
                 return attempt
             except DeliveryFailed as failure:
                 if not failure.retryable or attempt == target.attempts:
@@ -121,6 +150,33 @@ class Dispatcher:
                 await self._store.note_attempt(notification.id, attempt, str(failure))
                 await asyncio.sleep(backoff_seconds(attempt, base=target.backoff_base_seconds))
         raise AssertionError("unreachable")
+
+    async def _mail_to_contact(self, mail: MailTarget, notification: Notification) -> None:
+        contact = await self._store.contact(notification.ticket_id)
+        if contact is None or not contact.email:
+            raise DeliveryFailed("the ticket's contact has no e-mail address", retryable=False)
+        try:
+            await aiosmtplib.send(
+                email_message(notification, mail.sender, contact.email),
+                hostname=mail.host,
+                port=mail.port,
+                username=mail.username,
+                password=mail.password,
+                start_tls=mail.starttls,
+                timeout=mail.timeout_seconds,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as refused:
+            codes = [recipient.code for recipient in refused.recipients]
+            raise DeliveryFailed(
+                masked(f"SMTP recipient refused: {refused}"),
+                retryable=all(400 <= code < 500 for code in codes),
+            ) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise DeliveryFailed(
+                masked(f"SMTP {exc.code}: {exc.message}"), retryable=400 <= exc.code < 500
+            ) from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise DeliveryFailed(masked(f"{type(exc).__name__}: {exc}"), retryable=True) from None
 
     async def _post(self, target: WebhookTarget, notification: Notification) -> None:
         body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
@@ -157,6 +213,32 @@ class Dispatcher:
                 "dlt-notification-id": notification.id,
             },
         )
+
+
+def email_message(notification: Notification, sender: str, to: str) -> EmailMessage:
+    """The e-mail of a notification: UTF-8 text, the subject encoded (RFC 2047) by the e-mail
+    policy, in the recipient's language."""
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = to
+    message["Subject"] = notification.subject
+    message["Date"] = format_datetime(notification.created_at)
+    message["Message-ID"] = make_msgid(notification.id.split(":")[0], sender.rpartition("@")[2])
+    message["X-Parkdesk-Notification-Id"] = notification.id
+    message["X-Parkdesk-Ticket-Id"] = notification.ticket_id
+    # base64: a relay without 8BITMIME passes it unchanged.
+    message.set_content(notification.body, charset="utf-8", cte="base64")
+    # After set_content, which replaces every Content-* header.
+    message["Content-Language"] = notification.language.value
+    return message
+
+
+EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+
+
+def masked(text: str) -> str:
+    """The text with every e-mail address in it masked: reasons are logged and dead-lettered."""
+    return EMAIL_ADDRESS.sub("<address>", text)
 
 
 def webhook_body(notification: Notification) -> dict[str, str]:

@@ -3,6 +3,7 @@
 Pure: the caller passes what notify knows of the ticket's enterprise contact.
 """
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -30,6 +31,8 @@ PARK_TIME = ZoneInfo("Asia/Shanghai")
 class EnterpriseContact:
     enterprise_id: str
     language: Language
+    email: str | None = None
+    """Personal data: kept in notify's store for delivery, never logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,12 +57,15 @@ def department_recipient(code: str) -> str:
     return f"department:{code}"
 
 
-def messages_for(event: Event, contact: EnterpriseContact | None, webhooks: bool) -> list[Message]:
-    """The messages an event causes. Departments get a webhook copy of each inbox message
-    when webhooks are configured; enterprises are reached in their own language."""
+def messages_for(
+    event: Event, contact: EnterpriseContact | None, outbound: Collection[Channel]
+) -> list[Message]:
+    """The messages an event causes, each in the recipient's inbox. Of the outbound channels
+    configured, departments get a webhook copy and enterprises an e-mail copy (to the ticket's
+    contact); enterprises are reached in their own language."""
     drafts: list[tuple[str, Language, str, str]] = []
     if isinstance(event, TicketSubmitted):
-        contact = EnterpriseContact(event.ticket.enterprise.id, event.ticket.contact.language)
+        contact = contact_of(event)
         due = _park_time(event.ticket.resolution_due_at)
         drafts.append(
             _to_enterprise(
@@ -186,10 +192,20 @@ def messages_for(event: Event, contact: EnterpriseContact | None, webhooks: bool
             )
     messages = []
     for recipient, language, subject, body in drafts:
-        messages.append(Message(recipient, Channel.INBOX, language, subject, body))
-        if webhooks and recipient.startswith("department:"):
-            messages.append(Message(recipient, Channel.WEBHOOK, language, subject, body))
+        copies = [Channel.INBOX]
+        if recipient.startswith("department:"):
+            copies.append(Channel.WEBHOOK)
+        elif contact is not None and contact.email:
+            copies.append(Channel.EMAIL)
+        for channel in copies:
+            if channel is Channel.INBOX or channel in outbound:
+                messages.append(Message(recipient, channel, language, subject, body))
     return messages
+
+
+def contact_of(event: TicketSubmitted) -> EnterpriseContact:
+    ticket = event.ticket
+    return EnterpriseContact(ticket.enterprise.id, ticket.contact.language, ticket.contact.email)
 
 
 def needs_contact(event: Event) -> bool:

@@ -1,7 +1,7 @@
 """notify's event and request handlers."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 from services.notify.delivery import Dispatcher
 from services.notify.domain import (
     EnterpriseContact,
+    contact_of,
     department_recipient,
     enterprise_recipient,
     messages_for,
@@ -19,7 +20,7 @@ from services.notify.domain import (
 )
 from services.notify.store import NotifyStore
 from shared.auth import Authenticator, Principal, Role
-from shared.events import Event, TicketSubmitted
+from shared.events import Channel, Event, TicketSubmitted
 from shared.kafka import Source
 
 
@@ -32,18 +33,18 @@ class EventHandlers:
         self,
         store: NotifyStore,
         dispatcher: Dispatcher,
-        webhooks: bool,
+        outbound: Collection[Channel],
         contact_wait_seconds: float,
         now: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
-        self._webhooks = webhooks
+        self._outbound = outbound
         self._contact_wait_seconds = contact_wait_seconds
         self._now = now
 
     async def on_ticket_submitted(self, event: TicketSubmitted, source: Source) -> None:
-        contact = EnterpriseContact(event.ticket.enterprise.id, event.ticket.contact.language)
+        contact = contact_of(event)
         await self._store.remember_contact(event.ticket_id, contact)
         await self._notify(event, contact, source)
 
@@ -67,7 +68,7 @@ class EventHandlers:
         self, event: Event, contact: EnterpriseContact | None, source: Source
     ) -> None:
         owner = owner_of(source.topic, source.partition)
-        for message in messages_for(event, contact, self._webhooks):
+        for message in messages_for(event, contact, self._outbound):
             notification = await self._store.record(event, message, owner, self._now())
             if notification is not None:
                 self._dispatcher.submit(notification)

@@ -5,11 +5,12 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.notify.config import NotifySettings
-from services.notify.delivery import Dispatcher, WebhookTarget
+from services.notify.delivery import Dispatcher, MailTarget, WebhookTarget
 from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
 from services.notify.store import NotifyStore
 from shared import service
 from shared.events import (
+    Channel,
     SlaBreached,
     SlaFirstResponseMissed,
     SlaWarning,
@@ -46,10 +47,23 @@ def create(settings: NotifySettings) -> FastAPI:
             timeout_seconds=settings.webhook_timeout_seconds,
             backoff_base_seconds=settings.webhook_backoff_base_seconds,
         )
-    dispatcher = Dispatcher(store, broker, settings.topics, webhook, utc_now)
-    handlers = EventHandlers(
-        store, dispatcher, webhook is not None, settings.contact_wait_seconds, utc_now
-    )
+    mail = None
+    if settings.smtp_host:
+        mail = MailTarget(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            starttls=settings.smtp_starttls,
+            username=settings.smtp_username,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            sender=settings.smtp_sender,
+            attempts=settings.smtp_attempts,
+            timeout_seconds=settings.smtp_timeout_seconds,
+            backoff_base_seconds=settings.smtp_backoff_base_seconds,
+        )
+    dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, utc_now)
+    outbound = {Channel.WEBHOOK} if webhook else set()
+    outbound |= {Channel.EMAIL} if mail else set()
+    handlers = EventHandlers(store, dispatcher, outbound, settings.contact_wait_seconds, utc_now)
     consumer = EventConsumer(
         broker,
         settings,

@@ -75,6 +75,7 @@ class NotifyStore:
                 "_id": ticket_id,
                 "enterprise_id": contact.enterprise_id,
                 "language": contact.language.value,
+                "email": contact.email,
             },
         )
 
@@ -82,7 +83,9 @@ class NotifyStore:
         document = await self._contacts.find_one({"_id": ticket_id})
         if document is None:
             return None
-        return EnterpriseContact(document["enterprise_id"], Language(document["language"]))
+        return EnterpriseContact(
+            document["enterprise_id"], Language(document["language"]), document.get("email")
+        )
 
     async def record(
         self, event: Event, message: Message, owner: str, now: datetime

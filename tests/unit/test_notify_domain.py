@@ -50,7 +50,7 @@ def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
     ticket = sample_ticket(submitted_at=SUBMITTED)
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
 
-    [receipt] = messages_for(event, None, webhooks=True)
+    [receipt] = messages_for(event, None, {Channel.WEBHOOK})
 
     assert receipt.recipient == "enterprise:E-1"
     assert receipt.channel is Channel.INBOX
@@ -60,7 +60,7 @@ def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
 
 
 def test_routing_tells_the_enterprise_in_english_and_the_department() -> None:
-    messages = messages_for(routed(), EN, webhooks=False)
+    messages = messages_for(routed(), EN, set())
 
     assert [(m.recipient, m.channel) for m in messages] == [
         ("enterprise:E-1", Channel.INBOX),
@@ -70,7 +70,7 @@ def test_routing_tells_the_enterprise_in_english_and_the_department() -> None:
 
 
 def test_departments_get_a_webhook_copy_when_webhooks_are_on() -> None:
-    messages = messages_for(routed(), ZH, webhooks=True)
+    messages = messages_for(routed(), ZH, {Channel.WEBHOOK})
 
     assert Counter((m.recipient, m.channel) for m in messages) == Counter(
         {
@@ -82,13 +82,13 @@ def test_departments_get_a_webhook_copy_when_webhooks_are_on() -> None:
 
 
 def test_a_breach_reaches_department_supervision_and_enterprise() -> None:
-    recipients = {m.recipient for m in messages_for(breached(), ZH, webhooks=False)}
+    recipients = {m.recipient for m in messages_for(breached(), ZH, set())}
 
     assert recipients == {"department:tj-tax", "department:park-supervision", "enterprise:E-1"}
 
 
 def test_without_a_known_contact_the_department_still_hears() -> None:
-    recipients = {m.recipient for m in messages_for(breached(), None, webhooks=False)}
+    recipients = {m.recipient for m in messages_for(breached(), None, set())}
 
     assert recipients == {"department:tj-tax", "department:park-supervision"}
 
@@ -103,7 +103,7 @@ def test_warnings_go_to_the_department_only() -> None:
         remaining_seconds=6 * 3600,
     )
 
-    [message] = messages_for(warning, ZH, webhooks=False)
+    [message] = messages_for(warning, ZH, set())
 
     assert message.recipient == "department:tj-tax"
     assert "75%" in message.subject
@@ -112,7 +112,7 @@ def test_warnings_go_to_the_department_only() -> None:
 
 def test_notification_ids_are_one_per_event_recipient_and_channel() -> None:
     event = routed()
-    ids = [m.notification_id(event) for m in messages_for(event, ZH, webhooks=True)]
+    ids = [m.notification_id(event) for m in messages_for(event, ZH, {Channel.WEBHOOK})]
 
     assert len(set(ids)) == len(ids) == 3
     assert all(i.startswith(str(event.event_id)) for i in ids)
@@ -126,3 +126,28 @@ def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
     expected = hmac.new(b"k" * 16, b"1700000000." + body, hashlib.sha256).hexdigest()
     assert signature == f"sha256={expected}"
     assert sign("k" * 16, "1700000001", body) != signature
+
+
+def test_enterprises_get_an_email_copy_when_email_is_on_and_they_gave_an_address() -> None:
+    with_address = EnterpriseContact("E-1", Language.ZH, "li.na@example.com")
+
+    on = messages_for(routed(), with_address, {Channel.EMAIL, Channel.WEBHOOK})
+    off = messages_for(routed(), with_address, {Channel.WEBHOOK})
+    no_address = messages_for(routed(), ZH, {Channel.EMAIL})
+
+    assert sorted((m.recipient, m.channel.value) for m in on) == [
+        ("department:tj-tax", "inbox"),
+        ("department:tj-tax", "webhook"),
+        ("enterprise:E-1", "email"),
+        ("enterprise:E-1", "inbox"),
+    ]
+    assert Channel.EMAIL not in {m.channel for m in off + no_address}
+
+
+def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
+    ticket = sample_ticket(submitted_at=SUBMITTED)
+    event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
+
+    channels = [m.channel for m in messages_for(event, None, {Channel.EMAIL})]
+
+    assert channels == [Channel.INBOX, Channel.EMAIL]
