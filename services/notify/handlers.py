@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 
 from services.notify.delivery import Dispatcher
 from services.notify.domain import (
@@ -94,12 +94,8 @@ def routes(store: NotifyStore, auth: Authenticator) -> APIRouter:
         Depends(auth.require(Role.ENTERPRISE, Role.DEPARTMENT, Role.SUPERVISOR)),
     ]
 
-    @router.get("", summary="The caller's in-app inbox, newest first, with the unread count")
-    async def get_inbox(
-        principal: Reader,
-        recipient: Annotated[str | None, Query(max_length=100)] = None,
-        limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    ) -> dict[str, Any]:
+    def inbox_of(principal: Principal, recipient: str | None) -> str:
+        """The inbox the caller asks for: its own, or, for a supervisor, any."""
         own = {
             Role.ENTERPRISE: enterprise_recipient(principal.subject),
             Role.DEPARTMENT: department_recipient(principal.subject),
@@ -108,11 +104,33 @@ def routes(store: NotifyStore, auth: Authenticator) -> APIRouter:
             recipient = own
         if recipient is None or (principal.role is not Role.SUPERVISOR and recipient != own):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such inbox")
+        return recipient
+
+    @router.get("", summary="The caller's in-app inbox, newest first, with the unread count")
+    async def get_inbox(
+        principal: Reader,
+        recipient: Annotated[str | None, Query(max_length=100)] = None,
+        limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    ) -> dict[str, Any]:
+        recipient = inbox_of(principal, recipient)
         items = await store.inbox(recipient, limit)
         return {
             "recipient": recipient,
             "unread": await store.unread_count(recipient),
             "items": [item.as_dict() for item in items],
         }
+
+    @router.post(
+        "/{notification_id}/read",
+        summary="Mark an item of the caller's inbox read",
+        status_code=status.HTTP_204_NO_CONTENT,
+    )
+    async def post_read(
+        principal: Reader,
+        notification_id: Annotated[str, Path(max_length=200)],
+        recipient: Annotated[str | None, Query(max_length=100)] = None,
+    ) -> None:
+        if not await store.mark_read(inbox_of(principal, recipient), notification_id):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such item in this inbox")
 
     return router

@@ -157,6 +157,19 @@ class NotifyStore:
             {"recipient": recipient, "channel": Channel.INBOX.value, "read": False}
         )
 
+    async def mark_read(self, recipient: str, notification_id: str) -> bool:
+        """Marks one of the recipient's inbox items read; False if the recipient has no such
+        item. Marking it again changes nothing."""
+        found = await self._notifications.find_one(
+            {"_id": notification_id, "recipient": recipient, "channel": Channel.INBOX.value},
+            {"read": 1},
+        )
+        if found is None:
+            return False
+        if not found.get("read"):
+            await self._notifications.update_one({"_id": notification_id}, {"$set": {"read": True}})
+        return True
+
     async def by_ticket(self, ticket_id: str) -> list[Notification]:
         cursor = self._notifications.find({"ticket_id": ticket_id})
         return [_notification(document) async for document in cursor]

@@ -183,6 +183,17 @@ async def test_ticket_travels_the_whole_pipeline(
     subjects = [item["subject"] for item in inbox["items"] if item["ticket_id"] == ticket_id]
     assert f"工单 {ticket_id} 已受理" in subjects
     assert inbox["unread"] >= 3
+    # Reading one item: the unread count drops by one, and only once.
+    receipt = next(i for i in inbox["items"] if i["subject"] == f"工单 {ticket_id} 已受理")
+    read_url = f"{suite.notify.url}/v1/inbox/{receipt['id']}/read"
+    for _ in range(2):
+        assert (await http.post(read_url, headers=enterprise)).status_code == 204
+    after = (await http.get(f"{suite.notify.url}/v1/inbox", headers=enterprise)).json()
+    assert after["unread"] == inbox["unread"] - 1
+    assert next(i for i in after["items"] if i["id"] == receipt["id"])["read"] is True
+    # Nobody else can mark it.
+    stranger = credential(Role.ENTERPRISE, "E-other")
+    assert (await http.post(read_url, headers=stranger)).status_code == 404
 
 
 async def test_same_idempotency_key_gives_the_same_ticket(
