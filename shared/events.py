@@ -365,6 +365,7 @@ class Channel(StrEnum):
     INBOX = "inbox"
     WEBHOOK = "webhook"
     EMAIL = "email"
+    SMS = "sms"
 
 
 class NotificationSent(Event):

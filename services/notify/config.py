@@ -1,4 +1,6 @@
-from pydantic import Field, SecretStr
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
 
 from shared.settings import ServiceSettings
 
@@ -25,8 +27,28 @@ class NotifySettings(ServiceSettings):
     smtp_attempts: int = Field(default=5, ge=1)
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
     smtp_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    sms_gateway_url: str | None = Field(
+        default=None, description="The SMS gateway's send endpoint; none: no text messages."
+    )
+    sms_api_key: SecretStr | None = Field(default=None, min_length=8)
+    sms_attempts: int = Field(default=5, ge=1)
+    sms_timeout_seconds: float = Field(default=5.0, gt=0)
+    sms_backoff_base_seconds: float = Field(default=1.0, gt=0)
     contact_wait_seconds: float = Field(
         default=10.0,
         ge=0,
         description="How long an SLA event waits for its ticket's contact to be learned.",
     )
+
+    @model_validator(mode="after")
+    def _secrets_come_with_their_endpoints(self) -> Self:
+        """An endpoint without its secret is a configuration error at start-up, not a
+        channel that silently never delivers."""
+        pairs = [
+            ("WEBHOOK_URL", self.webhook_url, "WEBHOOK_SECRET", self.webhook_secret),
+            ("SMS_GATEWAY_URL", self.sms_gateway_url, "SMS_API_KEY", self.sms_api_key),
+        ]
+        for endpoint, url, secret, value in pairs:
+            if url and value is None:
+                raise ValueError(f"PARKDESK_{secret} is required with PARKDESK_{endpoint}")
+        return self

@@ -9,6 +9,9 @@ An e-mail goes over SMTP (STARTTLS and AUTH when configured) to the ticket's con
 plain text with its subject encoded for any mail reader; a 4xx SMTP reply or a lost connection
 is retried the same way, a 5xx reply is final.
 
+A text message is an HTTP POST to the SMS gateway (`{"to", "text", "reference"}`, the API key
+as a bearer token), retried like a webhook.
+
 A notification that cannot be delivered is marked failed and recorded on the dead-letter topic
 with the reason (addresses masked). Each delivery is announced with `notification.sent`.
 """
@@ -61,6 +64,19 @@ class MailTarget:
     backoff_base_seconds: float
 
 
+@dataclass(frozen=True, slots=True)
+class SmsTarget:
+    url: str
+    api_key: str
+    attempts: int
+    timeout_seconds: float
+    backoff_base_seconds: float
+
+
+SMS_MAX_CHARACTERS = 300
+"""Longer texts are cut: a gateway splits them into several billed parts, or refuses them."""
+
+
 class DeliveryFailed(Exception):
     def __init__(self, reason: str, retryable: bool, attempts: int = 1) -> None:
         super().__init__(reason)
@@ -81,6 +97,7 @@ class Dispatcher:
         topics: Topics,
         webhook: WebhookTarget | None,
         mail: MailTarget | None,
+        sms: SmsTarget | None,
         now: Callable[[], datetime],
         concurrency: int = 32,
     ) -> None:
@@ -89,10 +106,11 @@ class Dispatcher:
         self._topics = topics
         self._webhook = webhook
         self._mail = mail
+        self._sms = sms
         self._now = now
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
-        self._http = httpx.AsyncClient(timeout=webhook.timeout_seconds if webhook else 10)
+        self._http = httpx.AsyncClient()
 
     def submit(self, notification: Notification) -> None:
         if notification.id not in self._in_flight:
@@ -129,7 +147,11 @@ class Dispatcher:
         """Delivers over the notification's channel; returns the attempts it took."""
         if notification.channel is Channel.INBOX:
             return 1  # Stored is delivered: the inbox is read from the store.
-        outbound = {Channel.WEBHOOK: self._webhook, Channel.EMAIL: self._mail}
+        outbound = {
+            Channel.WEBHOOK: self._webhook,
+            Channel.EMAIL: self._mail,
+            Channel.SMS: self._sms,
+        }
         target = outbound.get(notification.channel)
         if target is None:
             raise DeliveryFailed(f"no {notification.channel.value} channel configured", False)
@@ -137,8 +159,10 @@ class Dispatcher:
             try:
                 if isinstance(target, WebhookTarget):
                     await self._post(target, notification)
-                else:
+                elif isinstance(target, MailTarget):
                     await self._mail_to_contact(target, notification)
+                else:
+                    await self._text_contact(target, notification)
                 return attempt
             except DeliveryFailed as failure:
                 if not failure.retryable or attempt == target.attempts:
@@ -181,16 +205,43 @@ class Dispatcher:
     async def _post(self, target: WebhookTarget, notification: Notification) -> None:
         body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
         timestamp = str(int(time.time()))
+        await self._http_post(
+            target.url,
+            body,
+            {
+                "X-Parkdesk-Timestamp": timestamp,
+                "X-Parkdesk-Signature": sign(target.secret, timestamp, body),
+                "X-Parkdesk-Notification-Id": notification.id,
+            },
+            target.timeout_seconds,
+        )
+
+    async def _text_contact(self, target: SmsTarget, notification: Notification) -> None:
+        contact = await self._store.contact(notification.ticket_id)
+        if contact is None or not contact.phone:
+            raise DeliveryFailed("the ticket's contact has no phone number", retryable=False)
+        body = {
+            "to": contact.phone,
+            "text": sms_text(notification),
+            "reference": notification.id,
+        }
+        await self._http_post(
+            target.url,
+            json.dumps(body, ensure_ascii=False).encode(),
+            {"Authorization": f"Bearer {target.api_key}"},
+            target.timeout_seconds,
+        )
+
+    async def _http_post(
+        self, url: str, body: bytes, headers: dict[str, str], timeout_seconds: float
+    ) -> None:
+        """POSTs JSON; a 5xx or a timeout may pass (retryable), a 4xx will not."""
         try:
             response = await self._http.post(
-                target.url,
+                url,
                 content=body,
-                headers={
-                    "Content-Type": "application/json; charset=utf-8",
-                    "X-Parkdesk-Timestamp": timestamp,
-                    "X-Parkdesk-Signature": sign(target.secret, timestamp, body),
-                    "X-Parkdesk-Notification-Id": notification.id,
-                },
+                headers={"Content-Type": "application/json; charset=utf-8", **headers},
+                timeout=timeout_seconds,
             )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise DeliveryFailed(f"{type(exc).__name__}: {exc}", retryable=True) from None
@@ -231,6 +282,13 @@ def email_message(notification: Notification, sender: str, to: str) -> EmailMess
     # After set_content, which replaces every Content-* header.
     message["Content-Language"] = notification.language.value
     return message
+
+
+def sms_text(notification: Notification) -> str:
+    text = f"{notification.subject}: {notification.body}"
+    if len(text) > SMS_MAX_CHARACTERS:
+        text = text[: SMS_MAX_CHARACTERS - 1] + "…"
+    return text
 
 
 EMAIL_ADDRESS = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")

@@ -32,7 +32,8 @@ class EnterpriseContact:
     enterprise_id: str
     language: Language
     email: str | None = None
-    """Personal data: kept in notify's store for delivery, never logged."""
+    phone: str | None = None
+    """Personal data, both: kept in notify's store for delivery, never logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +62,8 @@ def messages_for(
     event: Event, contact: EnterpriseContact | None, outbound: Collection[Channel]
 ) -> list[Message]:
     """The messages an event causes, each in the recipient's inbox. Of the outbound channels
-    configured, departments get a webhook copy and enterprises an e-mail copy (to the ticket's
-    contact); enterprises are reached in their own language."""
+    configured, departments get a webhook copy and enterprises an e-mail and a text message
+    (to the ticket's contact); enterprises are reached in their own language."""
     drafts: list[tuple[str, Language, str, str]] = []
     if isinstance(event, TicketSubmitted):
         contact = contact_of(event)
@@ -195,8 +196,9 @@ def messages_for(
         copies = [Channel.INBOX]
         if recipient.startswith("department:"):
             copies.append(Channel.WEBHOOK)
-        elif contact is not None and contact.email:
-            copies.append(Channel.EMAIL)
+        elif contact is not None:
+            copies += [Channel.EMAIL] if contact.email else []
+            copies += [Channel.SMS] if contact.phone else []
         for channel in copies:
             if channel is Channel.INBOX or channel in outbound:
                 messages.append(Message(recipient, channel, language, subject, body))
@@ -205,7 +207,8 @@ def messages_for(
 
 def contact_of(event: TicketSubmitted) -> EnterpriseContact:
     ticket = event.ticket
-    return EnterpriseContact(ticket.enterprise.id, ticket.contact.language, ticket.contact.email)
+    contact = ticket.contact
+    return EnterpriseContact(ticket.enterprise.id, contact.language, contact.email, contact.phone)
 
 
 def needs_contact(event: Event) -> bool:

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.notify.config import NotifySettings
-from services.notify.delivery import Dispatcher, MailTarget, WebhookTarget
+from services.notify.delivery import Dispatcher, MailTarget, SmsTarget, WebhookTarget
 from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
 from services.notify.store import NotifyStore
 from shared import service
@@ -37,9 +37,7 @@ def create(settings: NotifySettings) -> FastAPI:
     store = NotifyStore(database)
     broker = make_broker(settings, NAME)
     webhook = None
-    if settings.webhook_url:
-        if settings.webhook_secret is None:
-            raise ValueError("PARKDESK_WEBHOOK_SECRET is required with PARKDESK_WEBHOOK_URL")
+    if settings.webhook_url and settings.webhook_secret:
         webhook = WebhookTarget(
             url=settings.webhook_url,
             secret=settings.webhook_secret.get_secret_value(),
@@ -60,9 +58,18 @@ def create(settings: NotifySettings) -> FastAPI:
             timeout_seconds=settings.smtp_timeout_seconds,
             backoff_base_seconds=settings.smtp_backoff_base_seconds,
         )
-    dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, utc_now)
-    outbound = {Channel.WEBHOOK} if webhook else set()
-    outbound |= {Channel.EMAIL} if mail else set()
+    sms = None
+    if settings.sms_gateway_url and settings.sms_api_key:
+        sms = SmsTarget(
+            url=settings.sms_gateway_url,
+            api_key=settings.sms_api_key.get_secret_value(),
+            attempts=settings.sms_attempts,
+            timeout_seconds=settings.sms_timeout_seconds,
+            backoff_base_seconds=settings.sms_backoff_base_seconds,
+        )
+    dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, sms, utc_now)
+    configured = {Channel.WEBHOOK: webhook, Channel.EMAIL: mail, Channel.SMS: sms}
+    outbound = {channel for channel, target in configured.items() if target is not None}
     handlers = EventHandlers(store, dispatcher, outbound, settings.contact_wait_seconds, utc_now)
     consumer = EventConsumer(
         broker,

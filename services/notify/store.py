@@ -76,6 +76,7 @@ class NotifyStore:
                 "enterprise_id": contact.enterprise_id,
                 "language": contact.language.value,
                 "email": contact.email,
+                "phone": contact.phone,
             },
         )
 
@@ -84,7 +85,10 @@ class NotifyStore:
         if document is None:
             return None
         return EnterpriseContact(
-            document["enterprise_id"], Language(document["language"]), document.get("email")
+            document["enterprise_id"],
+            Language(document["language"]),
+            document.get("email"),
+            document.get("phone"),
         )
 
     async def record(

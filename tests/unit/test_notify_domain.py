@@ -148,6 +148,8 @@ def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
     ticket = sample_ticket(submitted_at=SUBMITTED)
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
 
-    channels = [m.channel for m in messages_for(event, None, {Channel.EMAIL})]
+    email = [m.channel for m in messages_for(event, None, {Channel.EMAIL})]
+    every = [m.channel for m in messages_for(event, None, set(Channel))]
 
-    assert channels == [Channel.INBOX, Channel.EMAIL]
+    assert email == [Channel.INBOX, Channel.EMAIL]
+    assert every == [Channel.INBOX, Channel.EMAIL, Channel.SMS]

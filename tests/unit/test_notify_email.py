@@ -1,9 +1,13 @@
-"""The e-mail a notification becomes, and what failure reasons may say."""
+"""The e-mail and the text message a notification becomes, and what failure reasons may say."""
 
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
-from services.notify.delivery import email_message, masked
+import pytest
+from pydantic import ValidationError
+
+from services.notify.config import NotifySettings
+from services.notify.delivery import SMS_MAX_CHARACTERS, email_message, masked, sms_text
 from services.notify.store import Notification
 from shared.events import Channel, Language
 
@@ -49,3 +53,19 @@ def test_failure_reasons_never_carry_an_address() -> None:
     reason = masked("SMTP 550: <li.na@example.com>: mailbox unavailable")
 
     assert reason == "SMTP 550: <<address>>: mailbox unavailable"
+
+
+def test_a_long_text_message_is_cut_to_one_gateway_message() -> None:
+    short = notification(Language.EN, "Ticket T-1 received", "We promise to resolve it.")
+    long = notification(Language.ZH, "工单 T-1 已办结，请评价", "长" * 1000)
+
+    assert sms_text(short) == "Ticket T-1 received: We promise to resolve it."
+    assert len(sms_text(long)) == SMS_MAX_CHARACTERS
+    assert sms_text(long).endswith("长…")
+
+
+def test_an_endpoint_without_its_secret_stops_notify_at_start() -> None:
+    with pytest.raises(ValidationError, match="PARKDESK_SMS_API_KEY is required"):
+        NotifySettings(auth_secret="x" * 32, sms_gateway_url="http://127.0.0.1:9/send")
+    with pytest.raises(ValidationError, match="PARKDESK_WEBHOOK_SECRET is required"):
+        NotifySettings(auth_secret="x" * 32, webhook_url="http://127.0.0.1:9/hook")

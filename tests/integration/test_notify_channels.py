@@ -1,8 +1,10 @@
-"""notify's e-mail channel against a real SMTP server (aiosmtpd) on loopback, with the real
-store and broker: delivery in both languages, a retried 4xx, and a refused address
-dead-lettered without the address."""
+"""notify's outbound channels to enterprises against real peers on loopback, with the real store
+and broker: e-mail to an SMTP server (aiosmtpd) and text messages to an HTTP SMS gateway, each
+delivered in the contact's language, retried when the peer says later, and dead-lettered when it
+says never."""
 
 import asyncio
+import json
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,17 +14,20 @@ from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from aiokafka import ConsumerRecord
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
+from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from services.notify.delivery import Dispatcher, MailTarget
+from services.notify.delivery import Dispatcher, MailTarget, SmsTarget
 from services.notify.domain import contact_of, messages_for
 from services.notify.store import NotifyStore
 from shared.events import Channel, Language, TicketSubmitted
 from shared.kafka import make_broker
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
+from tests.harness import WebhookReceiver
 from tests.unit.samples import sample_ticket
 
 pytestmark = pytest.mark.integration
@@ -76,23 +81,44 @@ async def notify_store(mongo: AsyncMongoClient[dict[str, Any]]) -> AsyncIterator
     await mongo.drop_database(name)
 
 
-async def email_for(
-    store: NotifyStore, address: str, language: Language
+@pytest.fixture
+async def broker(settings: CommonSettings) -> AsyncIterator[KafkaBroker]:
+    started = make_broker(settings, "notify-channels-test")
+    await started.start()
+    yield started
+    await started.stop()
+
+
+async def notification_for(
+    store: NotifyStore, channel: Channel, language: Language, email: str, phone: str
 ) -> tuple[str, TicketSubmitted]:
-    """Stores a submitted ticket's contact and its receipt e-mail; returns the e-mail's id."""
+    """Stores a submitted ticket's contact and its receipt on the channel; returns its id."""
     ticket = sample_ticket(language=language)
     ticket = ticket.model_copy(
         update={
             "ticket_id": f"T-01M8M3WQ6WQ4ZQ3FGCHBD{secrets.choice(range(10**5)):05d}",
-            "contact": ticket.contact.model_copy(update={"email": address}),
+            "contact": ticket.contact.model_copy(update={"email": email, "phone": phone}),
         }
     )
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
     await store.remember_contact(event.ticket_id, contact_of(event))
-    [email] = [m for m in messages_for(event, None, {Channel.EMAIL}) if m.channel is Channel.EMAIL]
-    notification = await store.record(event, email, "test:0", datetime.now(UTC))
+    [message] = [m for m in messages_for(event, None, {channel}) if m.channel is channel]
+    notification = await store.record(event, message, "test:0", datetime.now(UTC))
     assert notification is not None
     return notification.id, event
+
+
+async def submit(dispatcher: Dispatcher, store: NotifyStore, notification_id: str) -> None:
+    [notification] = [n for n in await store.pending(["test:0"]) if n.id == notification_id]
+    dispatcher.submit(notification)
+
+
+def dead_lettered(watcher: TopicWatcher, notification_id: str) -> list[ConsumerRecord]:
+    return [
+        r
+        for r in watcher.records
+        if dict(r.headers).get("dlt-notification-id") == notification_id.encode()
+    ]
 
 
 async def delivered(
@@ -110,6 +136,7 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     settings: CommonSettings,
     mongo: AsyncMongoClient[dict[str, Any]],
     notify_store: NotifyStore,
+    broker: KafkaBroker,
     mailbox: tuple[Mailbox, int],
     watch: Callable[..., Any],
 ) -> None:
@@ -117,8 +144,6 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     server.defer_once.add("deferred@example.com")
     server.refuse.add("gone@example.com")
     dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
-    broker = make_broker(settings, "notify-email-test")
-    await broker.start()
     mail = MailTarget(
         host="127.0.0.1",
         port=port,
@@ -131,12 +156,14 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
         backoff_base_seconds=0.05,
     )
     dispatcher = Dispatcher(
-        notify_store, broker, settings.topics, None, mail, lambda: datetime.now(UTC)
+        notify_store, broker, settings.topics, None, mail, None, lambda: datetime.now(UTC)
     )
     store_name = notify_store._notifications.database.name
     try:
         sent = {
-            address: await email_for(notify_store, address, language)
+            address: await notification_for(
+                notify_store, Channel.EMAIL, language, address, "+86 138 0000 0000"
+            )
             for address, language in [
                 ("li.na@example.com", Language.ZH),
                 ("jane@example.com", Language.EN),
@@ -145,14 +172,10 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
             ]
         }
         for notification_id, _ in sent.values():
-            [notification] = [
-                n for n in await notify_store.pending(["test:0"]) if n.id == notification_id
-            ]
-            dispatcher.submit(notification)
+            await submit(dispatcher, notify_store, notification_id)
         logs = {a: await delivered(mongo, store_name, n) for a, (n, _) in sent.items()}
     finally:
         await dispatcher.close()
-        await broker.stop()
 
     by_address = {message["To"]: message for message in server.received}
     assert sorted(by_address) == ["deferred@example.com", "jane@example.com", "li.na@example.com"]
@@ -179,15 +202,65 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     assert "gone@example.com" not in refused["last_error"]
     gone_id = sent["gone@example.com"][0]
     await dead_letters.wait_for(
-        lambda w: any(
-            dict(r.headers).get("dlt-notification-id") == gone_id.encode() for r in w.records
-        ),
+        lambda w: bool(dead_lettered(w, gone_id)),
         within=15,
         what="the refused e-mail on the dead-letter topic",
     )
-    [letter] = [
-        r
-        for r in dead_letters.records
-        if dict(r.headers).get("dlt-notification-id") == gone_id.encode()
-    ]
+    [letter] = dead_lettered(dead_letters, gone_id)
     assert b"gone@example.com" not in dict(letter.headers)["dlt-reason"]
+
+
+async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_4xx(
+    settings: CommonSettings,
+    mongo: AsyncMongoClient[dict[str, Any]],
+    notify_store: NotifyStore,
+    broker: KafkaBroker,
+    watch: Callable[..., Any],
+) -> None:
+    dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
+    store_name = notify_store._notifications.database.name
+    with WebhookReceiver() as gateway:
+        sms = SmsTarget(
+            url=gateway.url,
+            api_key="gateway-key-123",
+            attempts=3,
+            timeout_seconds=5,
+            backoff_base_seconds=0.05,
+        )
+        dispatcher = Dispatcher(
+            notify_store, broker, settings.topics, None, None, sms, lambda: datetime.now(UTC)
+        )
+        try:
+            # One at a time, so that the gateway's queued answers go to the right one.
+            gateway.responses = [503]
+            later_id, later = await notification_for(
+                notify_store, Channel.SMS, Language.ZH, "a@example.com", "+86 138 0000 0001"
+            )
+            await submit(dispatcher, notify_store, later_id)
+            later_log = await delivered(mongo, store_name, later_id)
+            gateway.responses = [400]
+            never_id, _ = await notification_for(
+                notify_store, Channel.SMS, Language.EN, "b@example.com", "+86 138 0000 0002"
+            )
+            await submit(dispatcher, notify_store, never_id)
+            never_log = await delivered(mongo, store_name, never_id)
+        finally:
+            await dispatcher.close()
+
+    first, second, refused = gateway.requests
+    assert first.body == second.body
+    sent = json.loads(first.body)
+    assert sent["to"] == "+86 138 0000 0001"
+    assert sent["reference"] == later_id
+    assert sent["text"].startswith(f"工单 {later.ticket_id} 已受理: ")
+    assert first.headers["Authorization"] == "Bearer gateway-key-123"
+    assert json.loads(refused.body)["to"] == "+86 138 0000 0002"
+    assert (later_log["status"], later_log["attempts"]) == ("delivered", 2)
+    assert (never_log["status"], never_log["attempts"], never_log["last_error"]) == (
+        "failed",
+        1,
+        "HTTP 400 (after 1 attempt)",
+    )
+    await dead_letters.wait_for(
+        lambda w: bool(dead_lettered(w, never_id)), within=15, what="the refused text"
+    )
