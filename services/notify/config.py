@@ -1,7 +1,9 @@
+from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.notify.templates import SHIPPED
 from shared.settings import ServiceSettings
 
 
@@ -34,6 +36,9 @@ class NotifySettings(ServiceSettings):
     sms_attempts: int = Field(default=5, ge=1)
     sms_timeout_seconds: float = Field(default=5.0, gt=0)
     sms_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    messages_file: Path = Field(
+        default=SHIPPED, description="The wording of every message (see messages.toml)."
+    )
     contact_wait_seconds: float = Field(
         default=10.0,
         ge=0,

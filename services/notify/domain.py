@@ -5,10 +5,11 @@ Pure: the caller passes what notify knows of the ticket's enterprise contact.
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
+from typing import Any
 
-from shared.departments import SUPERVISION, department
+from services.notify.templates import Templates
+from shared.departments import SUPERVISION
 from shared.events import (
     Channel,
     Event,
@@ -24,7 +25,8 @@ from shared.events import (
     TicketTransferred,
 )
 
-PARK_TIME = ZoneInfo("Asia/Shanghai")
+DEPARTMENT_LANGUAGE = Language.ZH
+"""Departments are the park's and the cities' offices: they read Chinese."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,141 +60,24 @@ def department_recipient(code: str) -> str:
     return f"department:{code}"
 
 
+Draft = tuple[str, Language, str, dict[str, Any]]
+"""recipient, language, message kind, the values its template gets"""
+
+
 def messages_for(
-    event: Event, contact: EnterpriseContact | None, outbound: Collection[Channel]
+    event: Event,
+    contact: EnterpriseContact | None,
+    outbound: Collection[Channel],
+    templates: Templates,
 ) -> list[Message]:
     """The messages an event causes, each in the recipient's inbox. Of the outbound channels
     configured, departments get a webhook copy and enterprises an e-mail and a text message
-    (to the ticket's contact); enterprises are reached in their own language."""
-    drafts: list[tuple[str, Language, str, str]] = []
+    (to the ticket's contact); each is worded in the recipient's language."""
     if isinstance(event, TicketSubmitted):
         contact = contact_of(event)
-        due = _park_time(event.ticket.resolution_due_at)
-        drafts.append(
-            _to_enterprise(
-                contact,
-                (f"工单 {event.ticket_id} 已受理", f"我们承诺在 {due}（北京时间）前办结。"),
-                (
-                    f"Ticket {event.ticket_id} received",
-                    f"We promise to resolve it by {due} (Beijing time).",
-                ),
-            )
-        )
-    elif isinstance(event, TicketRouted):
-        owner = department(event.department)
-        if contact is not None:
-            drafts.append(
-                _to_enterprise(
-                    contact,
-                    (f"工单 {event.ticket_id} 已转交", f"已转交{owner.name_zh}办理。"),
-                    (f"Ticket {event.ticket_id} assigned", f"{owner.name_en} is handling it."),
-                )
-            )
-        drafts.append(
-            (
-                department_recipient(event.department),
-                Language.ZH,
-                f"新工单 {event.ticket_id}",
-                f"请于 {_park_time(event.resolution_due_at)} 前办结。",
-            )
-        )
-    elif isinstance(event, TicketInformationRequested):
-        if contact is not None:
-            drafts.append(
-                _to_enterprise(
-                    contact,
-                    (f"工单 {event.ticket_id} 需要您补充信息", event.question),
-                    (f"Ticket {event.ticket_id}: information needed", event.question),
-                )
-            )
-    elif isinstance(event, TicketResolved):
-        if contact is not None:
-            drafts.append(
-                _to_enterprise(
-                    contact,
-                    (
-                        f"工单 {event.ticket_id} 已办结，请评价",
-                        f"{event.resolution}\n请确认并为本次服务评分（1–5 分）。",
-                    ),
-                    (
-                        f"Ticket {event.ticket_id} resolved: please rate it",
-                        f"{event.resolution}\nPlease confirm and rate our service from 1 to 5.",
-                    ),
-                )
-            )
-    elif isinstance(event, TicketTransferred):
-        drafts.append(
-            (
-                department_recipient(event.to_department),
-                Language.ZH,
-                f"转入工单 {event.ticket_id}",
-                f"由{department(event.from_department).name_zh}转入：{event.reason}",
-            )
-        )
-    elif isinstance(event, TicketReopened):
-        drafts.append(
-            (
-                department_recipient(event.department),
-                Language.ZH,
-                f"工单 {event.ticket_id} 被重新打开",
-                event.reason,
-            )
-        )
-    elif isinstance(event, SlaFirstResponseMissed):
-        drafts.append(
-            (
-                department_recipient(event.department),
-                Language.ZH,
-                f"工单 {event.ticket_id} 未在时限内首次响应",
-                f"首次响应截止 {_park_time(event.first_response_due_at)}，请尽快受理。",
-            )
-        )
-    elif isinstance(event, SlaWarning):
-        percent = round(event.threshold * 100)
-        hours = event.remaining_seconds / 3600
-        drafts.append(
-            (
-                department_recipient(event.department),
-                Language.ZH,
-                f"工单 {event.ticket_id} 已用去 {percent}% 时限",
-                f"剩余 {hours:.1f} 小时，截止 {_park_time(event.resolution_due_at)}。",
-            )
-        )
-    elif isinstance(event, SlaBreached):
-        overdue = f"截止 {_park_time(event.resolution_due_at)}，已超时。"
-        drafts.append(
-            (
-                department_recipient(event.department),
-                Language.ZH,
-                f"工单 {event.ticket_id} 已超时",
-                overdue,
-            )
-        )
-        drafts.append(
-            (
-                department_recipient(SUPERVISION),
-                Language.ZH,
-                f"超时督办：工单 {event.ticket_id}（{event.department}）",
-                overdue,
-            )
-        )
-        if contact is not None:
-            drafts.append(
-                _to_enterprise(
-                    contact,
-                    (
-                        f"工单 {event.ticket_id} 未能按时办结，深表歉意",
-                        "督查办已介入督办，我们将尽快办结并告知您结果。",
-                    ),
-                    (
-                        f"We are sorry: ticket {event.ticket_id} is overdue",
-                        "The park's supervision office is now on it; we will tell you "
-                        "as soon as it is resolved.",
-                    ),
-                )
-            )
     messages = []
-    for recipient, language, subject, body in drafts:
+    for recipient, language, kind, values in _drafts(event, contact):
+        subject, body = templates.render(kind, language, {"ticket_id": event.ticket_id, **values})
         copies = [Channel.INBOX]
         if recipient.startswith("department:"):
             copies.append(Channel.WEBHOOK)
@@ -205,10 +90,79 @@ def messages_for(
     return messages
 
 
-def contact_of(event: TicketSubmitted) -> EnterpriseContact:
-    ticket = event.ticket
-    contact = ticket.contact
-    return EnterpriseContact(ticket.enterprise.id, contact.language, contact.email, contact.phone)
+def _drafts(event: Event, contact: EnterpriseContact | None) -> list[Draft]:
+    """Who hears of the event, and what kind of message each gets."""
+    to_enterprise: list[Draft] = []
+    to_departments: list[Draft] = []
+
+    def tell_enterprise(kind: str, **values: Any) -> None:
+        if contact is not None:
+            to_enterprise.append(
+                (enterprise_recipient(contact.enterprise_id), contact.language, kind, values)
+            )
+
+    def tell_department(code: str, kind: str, **values: Any) -> None:
+        to_departments.append((department_recipient(code), DEPARTMENT_LANGUAGE, kind, values))
+
+    match event:
+        case TicketSubmitted():
+            tell_enterprise("receipt", due=event.ticket.resolution_due_at)
+        case TicketRouted():
+            tell_enterprise("routed", department=event.department)
+            tell_department(event.department, "new_ticket", due=event.resolution_due_at)
+        case TicketInformationRequested():
+            tell_enterprise("information_requested", question=event.question)
+        case TicketResolved():
+            tell_enterprise("resolved", resolution=event.resolution)
+        case TicketTransferred():
+            tell_department(
+                event.to_department,
+                "transferred_in",
+                from_department=event.from_department,
+                reason=event.reason,
+            )
+        case TicketReopened():
+            tell_department(event.department, "reopened", reason=event.reason)
+        case SlaFirstResponseMissed():
+            tell_department(
+                event.department, "first_response_missed", due=event.first_response_due_at
+            )
+        case SlaWarning():
+            tell_department(
+                event.department,
+                "warning",
+                percent=round(event.threshold * 100),
+                hours_left=event.remaining_seconds / 3600,
+                due=event.resolution_due_at,
+            )
+        case SlaBreached():
+            due = event.resolution_due_at
+            tell_department(event.department, "breached", due=due)
+            tell_department(SUPERVISION, "escalated", department=event.department, due=due)
+            tell_enterprise("apology")
+    return to_enterprise + to_departments
+
+
+TEMPLATE_SAMPLES: dict[str, dict[str, Any]] = {
+    "receipt": {"due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+    "routed": {"department": "tj-tax"},
+    "information_requested": {"question": "?"},
+    "resolved": {"resolution": "."},
+    "apology": {},
+    "new_ticket": {"due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+    "transferred_in": {"from_department": "tj-tax", "reason": "."},
+    "reopened": {"reason": "."},
+    "first_response_missed": {"due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+    "warning": {"percent": 50, "hours_left": 12.0, "due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+    "breached": {"due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+    "escalated": {"department": "tj-tax", "due": datetime(2026, 11, 30, 8, tzinfo=UTC)},
+}
+"""Every kind of message the domain sends, with the values it passes (and the ticket id): what
+the templates are checked against at start-up."""
+
+
+def check_templates(templates: Templates) -> None:
+    templates.check({kind: {"ticket_id": "T-0", **v} for kind, v in TEMPLATE_SAMPLES.items()})
 
 
 def needs_contact(event: Event) -> bool:
@@ -217,12 +171,7 @@ def needs_contact(event: Event) -> bool:
     )
 
 
-def _to_enterprise(
-    contact: EnterpriseContact, zh: tuple[str, str], en: tuple[str, str]
-) -> tuple[str, Language, str, str]:
-    subject, body = zh if contact.language is Language.ZH else en
-    return enterprise_recipient(contact.enterprise_id), contact.language, subject, body
-
-
-def _park_time(moment: datetime) -> str:
-    return moment.astimezone(PARK_TIME).strftime("%Y-%m-%d %H:%M")
+def contact_of(event: TicketSubmitted) -> EnterpriseContact:
+    ticket = event.ticket
+    contact = ticket.contact
+    return EnterpriseContact(ticket.enterprise.id, contact.language, contact.email, contact.phone)

@@ -19,6 +19,7 @@ from services.notify.domain import (
     needs_contact,
 )
 from services.notify.store import NotifyStore
+from services.notify.templates import Templates
 from shared.auth import Authenticator, Principal, Role
 from shared.events import Channel, Event, TicketSubmitted
 from shared.kafka import Source
@@ -34,12 +35,14 @@ class EventHandlers:
         store: NotifyStore,
         dispatcher: Dispatcher,
         outbound: Collection[Channel],
+        templates: Templates,
         contact_wait_seconds: float,
         now: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._outbound = outbound
+        self._templates = templates
         self._contact_wait_seconds = contact_wait_seconds
         self._now = now
 
@@ -68,7 +71,7 @@ class EventHandlers:
         self, event: Event, contact: EnterpriseContact | None, source: Source
     ) -> None:
         owner = owner_of(source.topic, source.partition)
-        for message in messages_for(event, contact, self._outbound):
+        for message in messages_for(event, contact, self._outbound, self._templates):
             notification = await self._store.record(event, message, owner, self._now())
             if notification is not None:
                 self._dispatcher.submit(notification)

@@ -6,8 +6,10 @@ from fastapi import FastAPI
 
 from services.notify.config import NotifySettings
 from services.notify.delivery import Dispatcher, MailTarget, SmsTarget, WebhookTarget
+from services.notify.domain import check_templates
 from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
 from services.notify.store import NotifyStore
+from services.notify.templates import Templates
 from shared import service
 from shared.events import (
     Channel,
@@ -70,7 +72,11 @@ def create(settings: NotifySettings) -> FastAPI:
     dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, sms, utc_now)
     configured = {Channel.WEBHOOK: webhook, Channel.EMAIL: mail, Channel.SMS: sms}
     outbound = {channel for channel, target in configured.items() if target is not None}
-    handlers = EventHandlers(store, dispatcher, outbound, settings.contact_wait_seconds, utc_now)
+    templates = Templates.load(settings.messages_file)
+    check_templates(templates)
+    handlers = EventHandlers(
+        store, dispatcher, outbound, templates, settings.contact_wait_seconds, utc_now
+    )
     consumer = EventConsumer(
         broker,
         settings,

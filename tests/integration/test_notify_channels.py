@@ -23,6 +23,7 @@ from pymongo import AsyncMongoClient
 from services.notify.delivery import Dispatcher, MailTarget, SmsTarget
 from services.notify.domain import contact_of, messages_for
 from services.notify.store import NotifyStore
+from services.notify.templates import Templates
 from shared.events import Channel, Language, TicketSubmitted
 from shared.kafka import make_broker
 from shared.settings import CommonSettings
@@ -31,6 +32,8 @@ from tests.harness import WebhookReceiver
 from tests.unit.samples import sample_ticket
 
 pytestmark = pytest.mark.integration
+
+TEMPLATES = Templates.load()
 
 
 class Mailbox:
@@ -102,7 +105,7 @@ async def notification_for(
     )
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
     await store.remember_contact(event.ticket_id, contact_of(event))
-    [message] = [m for m in messages_for(event, None, {channel}) if m.channel is channel]
+    [message] = [m for m in messages_for(event, None, {channel}, TEMPLATES) if m.channel is channel]
     notification = await store.record(event, message, "test:0", datetime.now(UTC))
     assert notification is not None
     return notification.id, event

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 from services.notify.delivery import sign
 from services.notify.domain import EnterpriseContact, messages_for
+from services.notify.templates import Templates
 from shared.events import (
     Category,
     Channel,
@@ -20,6 +21,8 @@ from tests.unit.samples import sample_ticket
 SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
 ZH = EnterpriseContact("E-1", Language.ZH)
 EN = EnterpriseContact("E-1", Language.EN)
+
+TEMPLATES = Templates.load()
 
 
 def routed() -> TicketRouted:
@@ -50,7 +53,7 @@ def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
     ticket = sample_ticket(submitted_at=SUBMITTED)
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
 
-    [receipt] = messages_for(event, None, {Channel.WEBHOOK})
+    [receipt] = messages_for(event, None, {Channel.WEBHOOK}, TEMPLATES)
 
     assert receipt.recipient == "enterprise:E-1"
     assert receipt.channel is Channel.INBOX
@@ -60,7 +63,7 @@ def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
 
 
 def test_routing_tells_the_enterprise_in_english_and_the_department() -> None:
-    messages = messages_for(routed(), EN, set())
+    messages = messages_for(routed(), EN, set(), TEMPLATES)
 
     assert [(m.recipient, m.channel) for m in messages] == [
         ("enterprise:E-1", Channel.INBOX),
@@ -70,7 +73,7 @@ def test_routing_tells_the_enterprise_in_english_and_the_department() -> None:
 
 
 def test_departments_get_a_webhook_copy_when_webhooks_are_on() -> None:
-    messages = messages_for(routed(), ZH, {Channel.WEBHOOK})
+    messages = messages_for(routed(), ZH, {Channel.WEBHOOK}, TEMPLATES)
 
     assert Counter((m.recipient, m.channel) for m in messages) == Counter(
         {
@@ -82,13 +85,13 @@ def test_departments_get_a_webhook_copy_when_webhooks_are_on() -> None:
 
 
 def test_a_breach_reaches_department_supervision_and_enterprise() -> None:
-    recipients = {m.recipient for m in messages_for(breached(), ZH, set())}
+    recipients = {m.recipient for m in messages_for(breached(), ZH, set(), TEMPLATES)}
 
     assert recipients == {"department:tj-tax", "department:park-supervision", "enterprise:E-1"}
 
 
 def test_without_a_known_contact_the_department_still_hears() -> None:
-    recipients = {m.recipient for m in messages_for(breached(), None, set())}
+    recipients = {m.recipient for m in messages_for(breached(), None, set(), TEMPLATES)}
 
     assert recipients == {"department:tj-tax", "department:park-supervision"}
 
@@ -103,7 +106,7 @@ def test_warnings_go_to_the_department_only() -> None:
         remaining_seconds=6 * 3600,
     )
 
-    [message] = messages_for(warning, ZH, set())
+    [message] = messages_for(warning, ZH, set(), TEMPLATES)
 
     assert message.recipient == "department:tj-tax"
     assert "75%" in message.subject
@@ -112,7 +115,7 @@ def test_warnings_go_to_the_department_only() -> None:
 
 def test_notification_ids_are_one_per_event_recipient_and_channel() -> None:
     event = routed()
-    ids = [m.notification_id(event) for m in messages_for(event, ZH, {Channel.WEBHOOK})]
+    ids = [m.notification_id(event) for m in messages_for(event, ZH, {Channel.WEBHOOK}, TEMPLATES)]
 
     assert len(set(ids)) == len(ids) == 3
     assert all(i.startswith(str(event.event_id)) for i in ids)
@@ -131,9 +134,9 @@ def test_webhook_signature_is_hmac_sha256_of_timestamp_and_body() -> None:
 def test_enterprises_get_an_email_copy_when_email_is_on_and_they_gave_an_address() -> None:
     with_address = EnterpriseContact("E-1", Language.ZH, "li.na@example.com")
 
-    on = messages_for(routed(), with_address, {Channel.EMAIL, Channel.WEBHOOK})
-    off = messages_for(routed(), with_address, {Channel.WEBHOOK})
-    no_address = messages_for(routed(), ZH, {Channel.EMAIL})
+    on = messages_for(routed(), with_address, {Channel.EMAIL, Channel.WEBHOOK}, TEMPLATES)
+    off = messages_for(routed(), with_address, {Channel.WEBHOOK}, TEMPLATES)
+    no_address = messages_for(routed(), ZH, {Channel.EMAIL}, TEMPLATES)
 
     assert sorted((m.recipient, m.channel.value) for m in on) == [
         ("department:tj-tax", "inbox"),
@@ -148,8 +151,8 @@ def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
     ticket = sample_ticket(submitted_at=SUBMITTED)
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
 
-    email = [m.channel for m in messages_for(event, None, {Channel.EMAIL})]
-    every = [m.channel for m in messages_for(event, None, set(Channel))]
+    email = [m.channel for m in messages_for(event, None, {Channel.EMAIL}, TEMPLATES)]
+    every = [m.channel for m in messages_for(event, None, set(Channel), TEMPLATES)]
 
     assert email == [Channel.INBOX, Channel.EMAIL]
     assert every == [Channel.INBOX, Channel.EMAIL, Channel.SMS]
