@@ -123,6 +123,11 @@ class Dispatcher:
         for notification in await self._store.pending(owners):
             self.submit(notification)
 
+    async def drain(self) -> None:
+        """Waits until every delivery under way has ended, delivered or given up."""
+        while self._in_flight:
+            await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
     async def close(self) -> None:
         for task in list(self._in_flight.values()):
             task.cancel()
@@ -141,7 +146,7 @@ class Dispatcher:
                 await self._give_up(notification, f"{type(exc).__name__}: {exc}", 1)
                 return
             await publish(self._broker, self._topics.notifications, sent_event(notification))
-            await self._store.mark_delivered(notification.id, attempts, self._now())
+            await self._store.mark_delivered(notification, attempts, self._now())
 
     async def _send(self, notification: Notification) -> int:
         """Delivers over the notification's channel; returns the attempts it took."""
@@ -171,7 +176,7 @@ class Dispatcher:
                         retryable=False,
                         attempts=attempt,
                     ) from None
-                await self._store.note_attempt(notification.id, attempt, str(failure))
+                await self._store.note_attempt(notification.id, attempt, str(failure), self._now())
                 await asyncio.sleep(backoff_seconds(attempt, base=target.backoff_base_seconds))
         raise AssertionError("unreachable")
 
@@ -252,7 +257,7 @@ class Dispatcher:
 
     async def _give_up(self, notification: Notification, reason: str, attempts: int) -> None:
         log.error("notification %s undeliverable: %s", notification.id, reason)
-        await self._store.mark_failed(notification.id, attempts, reason, self._now())
+        await self._store.mark_failed(notification, attempts, reason, self._now())
         body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
         await self._broker.publish(
             body,

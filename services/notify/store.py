@@ -1,14 +1,20 @@
 """notify's own database.
 
 - `notifications`: one document per (event, recipient, channel) under that key, so that no
-  redelivery, restart or second instance can make a second one; it doubles as the delivery log
-  (status, attempts, last error, times). Each records the Kafka partition of the event that
-  caused it: the instance that owns the partition is the one that delivers it.
+  redelivery, restart or second instance can make a second one. Each records the Kafka
+  partition of the event that caused it: the instance that owns the partition delivers it.
+- the delivery log beside it: `attempts` (each failed attempt that will be retried, with its
+  error) and `outcomes` (delivered or failed, attempts, last error, time), one per
+  notification; `reads`, one per inbox item read.
+
+Nothing here is ever updated: each fact is an insert under a unique key. FerretDB applies an
+update by scanning the whole collection, so a log kept by updates slowed delivery with every
+notification ever sent (measured: 180 deliveries/s with 300 stored, 84/s with 1,000).
 - `contacts`: what notify needs to reach a ticket's enterprise, learned from `ticket.submitted`.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +25,7 @@ from services.notify.domain import EnterpriseContact, Message
 from shared.events import Channel, Event, Language
 from shared.mongo import Document, insert_once
 
-PENDING, DELIVERED, FAILED = "pending", "delivered", "failed"
+DELIVERED, FAILED = "delivered", "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +42,6 @@ class Notification:
     trigger_type: str
     owner: str
     """`<topic>:<partition>` of the triggering event."""
-    status: str
-    attempts: int
     created_at: datetime
     read: bool = False
 
@@ -51,7 +55,6 @@ class Notification:
             "subject": self.subject,
             "body": self.body,
             "trigger_type": self.trigger_type,
-            "status": self.status,
             "created_at": self.created_at,
             "read": self.read,
         }
@@ -60,13 +63,19 @@ class Notification:
 class NotifyStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._notifications = database["notifications"]
+        self._attempts = database["attempts"]
+        self._outcomes = database["outcomes"]
+        self._reads = database["reads"]
         self._contacts = database["contacts"]
 
     async def ensure_indexes(self) -> None:
         await self._notifications.create_index(
             [("recipient", ASCENDING), ("channel", ASCENDING), ("created_at", DESCENDING)]
         )
-        await self._notifications.create_index([("owner", ASCENDING), ("status", ASCENDING)])
+        await self._notifications.create_index([("owner", ASCENDING)])
+        await self._outcomes.create_index([("owner", ASCENDING)])
+        await self._attempts.create_index([("notification_id", ASCENDING)])
+        await self._reads.create_index([("recipient", ASCENDING)])
 
     async def remember_contact(self, ticket_id: str, contact: EnterpriseContact) -> None:
         await insert_once(
@@ -107,45 +116,77 @@ class NotifyStore:
             trigger_event_id=str(event.event_id),
             trigger_type=event.type,
             owner=owner,
-            status=PENDING,
-            attempts=0,
             created_at=now,
         )
         if await insert_once(self._notifications, _document(notification)):
             return notification
         return None
 
-    async def mark_delivered(self, notification_id: str, attempts: int, now: datetime) -> None:
-        await self._notifications.update_one(
-            {"_id": notification_id},
-            {"$set": {"status": DELIVERED, "attempts": attempts, "delivered_at": now}},
-        )
+    async def mark_delivered(
+        self, notification: Notification, attempts: int, now: datetime
+    ) -> None:
+        await self._end(notification, DELIVERED, attempts, None, now)
 
     async def mark_failed(
-        self, notification_id: str, attempts: int, error: str, now: datetime
+        self, notification: Notification, attempts: int, error: str, now: datetime
     ) -> None:
-        await self._notifications.update_one(
-            {"_id": notification_id},
+        await self._end(notification, FAILED, attempts, error, now)
+
+    async def _end(
+        self,
+        notification: Notification,
+        status: str,
+        attempts: int,
+        error: str | None,
+        at: datetime,
+    ) -> None:
+        """Logs how the delivery ended; the first word stands (another instance may have
+        finished the same delivery during a rebalance)."""
+        await insert_once(
+            self._outcomes,
             {
-                "$set": {
-                    "status": FAILED,
-                    "attempts": attempts,
-                    "last_error": error,
-                    "failed_at": now,
-                }
+                "_id": notification.id,
+                "owner": notification.owner,
+                "status": status,
+                "attempts": attempts,
+                "last_error": error,
+                "at": at,
             },
         )
 
-    async def note_attempt(self, notification_id: str, attempts: int, error: str) -> None:
-        await self._notifications.update_one(
-            {"_id": notification_id}, {"$set": {"attempts": attempts, "last_error": error}}
+    async def note_attempt(
+        self, notification_id: str, attempt: int, error: str, now: datetime
+    ) -> None:
+        await insert_once(
+            self._attempts,
+            {
+                "_id": f"{notification_id}#{attempt}",
+                "notification_id": notification_id,
+                "attempt": attempt,
+                "error": error,
+                "at": now,
+            },
         )
 
+    async def delivery_log(self, notification_id: str) -> dict[str, Any]:
+        """How a notification's delivery went: every failed attempt, and how it ended."""
+        attempts = self._attempts.find({"notification_id": notification_id}).sort("attempt")
+        return {
+            "attempts": [
+                {"attempt": a["attempt"], "error": a["error"], "at": a["at"]}
+                async for a in attempts
+            ],
+            "outcome": await self._outcomes.find_one({"_id": notification_id}, {"owner": 0}),
+        }
+
     async def pending(self, owners: Iterable[str]) -> list[Notification]:
+        """What these partitions' notifications still await: stored, not ended."""
         found = []
         for owner in owners:
-            cursor = self._notifications.find({"owner": owner, "status": PENDING})
-            found.extend([_notification(document) async for document in cursor])
+            ended = {d["_id"] async for d in self._outcomes.find({"owner": owner}, {"_id": 1})}
+            async for document in self._notifications.find({"owner": owner}):
+                if document["_id"] not in ended:
+                    found.append(_notification(document))
         return found
 
     async def inbox(self, recipient: str, limit: int) -> list[Notification]:
@@ -154,29 +195,32 @@ class NotifyStore:
             .sort("created_at", DESCENDING)
             .limit(limit)
         )
-        return [_notification(document) async for document in cursor]
+        read = await self._read_by(recipient)
+        return [
+            replace(_notification(document), read=document["_id"] in read)
+            async for document in cursor
+        ]
 
     async def unread_count(self, recipient: str) -> int:
-        return await self._notifications.count_documents(
-            {"recipient": recipient, "channel": Channel.INBOX.value, "read": False}
+        stored = await self._notifications.count_documents(
+            {"recipient": recipient, "channel": Channel.INBOX.value}
         )
+        return stored - len(await self._read_by(recipient))
 
     async def mark_read(self, recipient: str, notification_id: str) -> bool:
         """Marks one of the recipient's inbox items read; False if the recipient has no such
         item. Marking it again changes nothing."""
         found = await self._notifications.find_one(
             {"_id": notification_id, "recipient": recipient, "channel": Channel.INBOX.value},
-            {"read": 1},
+            {"_id": 1},
         )
         if found is None:
             return False
-        if not found.get("read"):
-            await self._notifications.update_one({"_id": notification_id}, {"$set": {"read": True}})
+        await insert_once(self._reads, {"_id": notification_id, "recipient": recipient})
         return True
 
-    async def by_ticket(self, ticket_id: str) -> list[Notification]:
-        cursor = self._notifications.find({"ticket_id": ticket_id})
-        return [_notification(document) async for document in cursor]
+    async def _read_by(self, recipient: str) -> set[str]:
+        return {d["_id"] async for d in self._reads.find({"recipient": recipient}, {"_id": 1})}
 
 
 def _document(notification: Notification) -> Document:
@@ -192,10 +236,7 @@ def _document(notification: Notification) -> Document:
         "trigger_event_id": notification.trigger_event_id,
         "trigger_type": notification.trigger_type,
         "owner": notification.owner,
-        "status": notification.status,
-        "attempts": notification.attempts,
         "created_at": notification.created_at,
-        "read": notification.read,
     }
 
 
@@ -212,8 +253,5 @@ def _notification(document: dict[str, Any]) -> Notification:
         trigger_event_id=document["trigger_event_id"],
         trigger_type=document["trigger_type"],
         owner=document["owner"],
-        status=document["status"],
-        attempts=document["attempts"],
         created_at=document["created_at"],
-        read=document["read"],
     )

@@ -124,20 +124,18 @@ def dead_lettered(watcher: TopicWatcher, notification_id: str) -> list[ConsumerR
     ]
 
 
-async def delivered(
-    mongo: AsyncMongoClient[dict[str, Any]], store_name: str, notification_id: str
-) -> dict[str, Any]:
+async def delivered(store: NotifyStore, notification_id: str) -> dict[str, Any]:
+    """How the notification's delivery ended, from its delivery log, once it has."""
     for _ in range(200):
-        document = await mongo[store_name]["notifications"].find_one({"_id": notification_id})
-        if document and document["status"] != "pending":
-            return document
+        log = await store.delivery_log(notification_id)
+        if log["outcome"] is not None:
+            return {**log["outcome"], "retried": log["attempts"]}
         await asyncio.sleep(0.05)
     raise AssertionError(f"{notification_id} still pending")
 
 
 async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     settings: CommonSettings,
-    mongo: AsyncMongoClient[dict[str, Any]],
     notify_store: NotifyStore,
     broker: KafkaBroker,
     mailbox: tuple[Mailbox, int],
@@ -161,7 +159,6 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     dispatcher = Dispatcher(
         notify_store, broker, settings.topics, None, mail, None, lambda: datetime.now(UTC)
     )
-    store_name = notify_store._notifications.database.name
     try:
         sent = {
             address: await notification_for(
@@ -176,7 +173,7 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
         }
         for notification_id, _ in sent.values():
             await submit(dispatcher, notify_store, notification_id)
-        logs = {a: await delivered(mongo, store_name, n) for a, (n, _) in sent.items()}
+        logs = {a: await delivered(notify_store, n) for a, (n, _) in sent.items()}
     finally:
         await dispatcher.close()
 
@@ -215,13 +212,11 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
 
 async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_4xx(
     settings: CommonSettings,
-    mongo: AsyncMongoClient[dict[str, Any]],
     notify_store: NotifyStore,
     broker: KafkaBroker,
     watch: Callable[..., Any],
 ) -> None:
     dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
-    store_name = notify_store._notifications.database.name
     with WebhookReceiver() as gateway:
         sms = SmsTarget(
             url=gateway.url,
@@ -240,13 +235,13 @@ async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_
                 notify_store, Channel.SMS, Language.ZH, "a@example.com", "+86 138 0000 0001"
             )
             await submit(dispatcher, notify_store, later_id)
-            later_log = await delivered(mongo, store_name, later_id)
+            later_log = await delivered(notify_store, later_id)
             gateway.responses = [400]
             never_id, _ = await notification_for(
                 notify_store, Channel.SMS, Language.EN, "b@example.com", "+86 138 0000 0002"
             )
             await submit(dispatcher, notify_store, never_id)
-            never_log = await delivered(mongo, store_name, never_id)
+            never_log = await delivered(notify_store, never_id)
         finally:
             await dispatcher.close()
 
@@ -259,6 +254,7 @@ async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_
     assert first.headers["Authorization"] == "Bearer gateway-key-123"
     assert json.loads(refused.body)["to"] == "+86 138 0000 0002"
     assert (later_log["status"], later_log["attempts"]) == ("delivered", 2)
+    assert [a["error"] for a in later_log["retried"]] == ["HTTP 503"]
     assert (never_log["status"], never_log["attempts"], never_log["last_error"]) == (
         "failed",
         1,

@@ -25,8 +25,6 @@ def notification(language: Language, subject: str, body: str) -> Notification:
         trigger_event_id="0f8fad5b-d9cb-469f-a165-70867728950e",
         trigger_type="ticket.submitted",
         owner="parkdesk.tickets:0",
-        status="pending",
-        attempts=0,
         created_at=datetime(2026, 11, 29, 23, 30, tzinfo=UTC),
     )
 
