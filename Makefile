@@ -49,6 +49,7 @@ integration: infra
 bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 15 minutes)
 	@$(BIN)/python -m bench.routing
 	@$(BIN)/python -m bench.sla
+	@$(BIN)/python -m bench.notify
 
 routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
 	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl
