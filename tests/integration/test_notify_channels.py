@@ -22,10 +22,11 @@ from pymongo import AsyncMongoClient
 
 from services.notify.delivery import Dispatcher, MailTarget, SmsTarget
 from services.notify.domain import contact_of, messages_for
+from services.notify.handlers import EventHandlers
 from services.notify.store import NotifyStore
 from services.notify.templates import Templates
 from shared.events import Channel, Language, TicketSubmitted
-from shared.kafka import make_broker
+from shared.kafka import Source, make_broker
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
 from tests.harness import WebhookReceiver
@@ -263,3 +264,46 @@ async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_
     await dead_letters.wait_for(
         lambda w: bool(dead_lettered(w, never_id)), within=15, what="the refused text"
     )
+
+
+async def test_two_instances_told_the_same_event_at_once_notify_once(
+    settings: CommonSettings,
+    notify_store: NotifyStore,
+    broker: KafkaBroker,
+    mailbox: tuple[Mailbox, int],
+) -> None:
+    """Two notify instances (a rebalance, or a redelivery racing the first delivery) handle
+    one event at the same moment: the store's unique key lets one of them record and send."""
+    server, port = mailbox
+    mail = MailTarget("127.0.0.1", port, False, None, None, "parkdesk@bzsp.example.cn", 3, 5, 0.05)
+    dispatchers = [
+        Dispatcher(
+            notify_store, broker, settings.topics, None, mail, None, lambda: datetime.now(UTC)
+        )
+        for _ in range(2)
+    ]
+    instances = [
+        EventHandlers(notify_store, d, {Channel.EMAIL}, TEMPLATES, 0, lambda: datetime.now(UTC))
+        for d in dispatchers
+    ]
+    ticket = sample_ticket().model_copy(
+        update={"ticket_id": f"T-01M8M3WQ6WQ4ZQ3FGCHBD{secrets.choice(range(10**5)):05d}"}
+    )
+    event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
+    source = Source(settings.topics.tickets, 0, 0)
+    try:
+        await asyncio.gather(*(each.on_ticket_submitted(event, source) for each in instances))
+        for dispatcher in dispatchers:
+            await dispatcher.drain()
+    finally:
+        for dispatcher in dispatchers:
+            await dispatcher.close()
+
+    stored = await notify_store.pending([f"{settings.topics.tickets}:0"])
+    logs = [
+        await notify_store.delivery_log(f"{event.event_id}:enterprise:E-1:{c}")
+        for c in ("inbox", "email")
+    ]
+    assert stored == []  # both ended
+    assert [log["outcome"]["status"] for log in logs] == ["delivered", "delivered"]
+    assert [m["X-Parkdesk-Ticket-Id"] for m in server.received] == [ticket.ticket_id]
