@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -35,6 +35,7 @@ import httpx
 from faststream.kafka import KafkaBroker
 
 from services.notify.store import Notification, NotifyStore
+from services.notify.subscriptions import SecretBox
 from shared.events import Channel, Event, NotificationSent
 from shared.kafka import backoff_seconds, publish
 from shared.topics import Topics
@@ -77,6 +78,23 @@ SMS_MAX_CHARACTERS = 300
 """Longer texts are cut: a gateway splits them into several billed parts, or refuses them."""
 
 
+@dataclass(frozen=True, slots=True)
+class SubscribedWebhooks:
+    """The webhooks departments registered, opened for delivery with the shared retry
+    settings (`retries`: a target whose URL and secret are not used)."""
+
+    store: NotifyStore
+    box: SecretBox
+    retries: WebhookTarget
+
+    async def of(self, recipient: str) -> WebhookTarget | None:
+        subscription = await self.store.subscription(recipient)
+        if subscription is None or not subscription.webhook_url or not subscription.sealed_secret:
+            return None
+        secret = self.box.open(recipient, subscription.sealed_secret)
+        return replace(self.retries, url=subscription.webhook_url, secret=secret)
+
+
 class DeliveryFailed(Exception):
     def __init__(self, reason: str, retryable: bool, attempts: int = 1) -> None:
         super().__init__(reason)
@@ -99,6 +117,7 @@ class Dispatcher:
         mail: MailTarget | None,
         sms: SmsTarget | None,
         now: Callable[[], datetime],
+        subscribed_webhooks: "SubscribedWebhooks | None" = None,
         concurrency: int = 32,
     ) -> None:
         self._store = store
@@ -107,6 +126,7 @@ class Dispatcher:
         self._webhook = webhook
         self._mail = mail
         self._sms = sms
+        self._subscribed_webhooks = subscribed_webhooks
         self._now = now
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, asyncio.Task[None]] = {}
@@ -158,6 +178,9 @@ class Dispatcher:
             Channel.SMS: self._sms,
         }
         target = outbound.get(notification.channel)
+        if notification.channel is Channel.WEBHOOK and self._subscribed_webhooks:
+            # A department's own webhook, registered through the API, before the shared one.
+            target = await self._subscribed_webhooks.of(notification.recipient) or target
         if target is None:
             raise DeliveryFailed(f"no {notification.channel.value} channel configured", False)
         for attempt in range(1, target.attempts + 1):

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 
 from services.notify.delivery import Dispatcher
 from services.notify.domain import (
@@ -19,8 +20,10 @@ from services.notify.domain import (
     needs_contact,
 )
 from services.notify.store import NotifyStore
+from services.notify.subscriptions import SecretBox, Subscription, check
 from services.notify.templates import Templates
 from shared.auth import Authenticator, Principal, Role
+from shared.departments import DEPARTMENTS
 from shared.events import Channel, Event, TicketSubmitted
 from shared.kafka import Source
 
@@ -71,7 +74,20 @@ class EventHandlers:
         self, event: Event, contact: EnterpriseContact | None, source: Source
     ) -> None:
         owner = owner_of(source.topic, source.partition)
-        for message in messages_for(event, contact, self._outbound, self._templates):
+        subscriptions: dict[str, Subscription | None] = {}
+        for message in messages_for(event, contact, set(Channel), self._templates):
+            if message.recipient not in subscriptions:
+                subscriptions[message.recipient] = await self._store.subscription(message.recipient)
+            subscribed = subscriptions[message.recipient]
+            # Sent on a channel that can carry it (configured, or the recipient's own
+            # webhook) if the recipient wants it (its subscription; without one, every
+            # channel). The inbox always.
+            channel = message.channel
+            own_webhook = subscribed is not None and subscribed.webhook_url is not None
+            available = channel in self._outbound or (channel is Channel.WEBHOOK and own_webhook)
+            wanted = subscribed is None or subscribed.wants(channel)
+            if channel is not Channel.INBOX and not (available and wanted):
+                continue
             notification = await self._store.record(event, message, owner, self._now())
             if notification is not None:
                 self._dispatcher.submit(notification)
@@ -135,5 +151,75 @@ def routes(store: NotifyStore, auth: Authenticator) -> APIRouter:
     ) -> None:
         if not await store.mark_read(inbox_of(principal, recipient), notification_id):
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such item in this inbox")
+
+    return router
+
+
+class SubscriptionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channels: Annotated[list[Channel], Field(max_length=4)]
+    webhook_url: HttpUrl | None = None
+    webhook_secret: Annotated[SecretStr | None, Field(min_length=16, max_length=256)] = None
+
+
+class SubscriptionView(BaseModel):
+    recipient: str
+    channels: list[Channel]
+    webhook_url: str | None
+    webhook_secret_set: bool
+
+
+def subscription_routes(store: NotifyStore, auth: Authenticator, box: SecretBox) -> APIRouter:
+    router = APIRouter(prefix="/v1/subscriptions", tags=["subscriptions"])
+    Admin = Annotated[Principal, Depends(auth.require(Role.ADMIN))]
+    Recipient = Annotated[
+        str, Path(pattern=r"^(department|enterprise):[A-Za-z0-9_.-]{1,64}$", max_length=80)
+    ]
+
+    def view(subscription: Subscription) -> SubscriptionView:
+        return SubscriptionView(
+            recipient=subscription.recipient,
+            channels=sorted(subscription.channels),
+            webhook_url=subscription.webhook_url,
+            webhook_secret_set=subscription.sealed_secret is not None,
+        )
+
+    @router.put("/{recipient}", summary="Register or replace a recipient's channels")
+    async def put_subscription(
+        _: Admin, recipient: Recipient, body: SubscriptionBody
+    ) -> SubscriptionView:
+        kind, name = recipient.split(":", 1)
+        if kind == "department" and name not in DEPARTMENTS:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"no department {name!r}")
+        secret = body.webhook_secret.get_secret_value() if body.webhook_secret else None
+        subscription = Subscription(
+            recipient=recipient,
+            channels=frozenset(body.channels),
+            webhook_url=str(body.webhook_url) if body.webhook_url else None,
+            sealed_secret=box.seal(recipient, secret) if secret else None,
+        )
+        try:
+            check(subscription)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        await store.subscribe(subscription)
+        return view(subscription)
+
+    @router.get("/{recipient}", summary="A recipient's channels (never its webhook secret)")
+    async def get_subscription(_: Admin, recipient: Recipient) -> SubscriptionView:
+        subscription = await store.subscription(recipient)
+        if subscription is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no subscription")
+        return view(subscription)
+
+    @router.delete(
+        "/{recipient}",
+        summary="Back to the channels configured for everyone",
+        status_code=status.HTTP_204_NO_CONTENT,
+    )
+    async def delete_subscription(_: Admin, recipient: Recipient) -> None:
+        if not await store.unsubscribe(recipient):
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no subscription")
 
     return router

@@ -1,14 +1,27 @@
 """notify: tells enterprises, departments and supervisors, once, on every channel."""
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
 
 from services.notify.config import NotifySettings
-from services.notify.delivery import Dispatcher, MailTarget, SmsTarget, WebhookTarget
+from services.notify.delivery import (
+    Dispatcher,
+    MailTarget,
+    SmsTarget,
+    SubscribedWebhooks,
+    WebhookTarget,
+)
 from services.notify.domain import check_templates
-from services.notify.handlers import DeliveryOwnership, EventHandlers, routes
+from services.notify.handlers import (
+    DeliveryOwnership,
+    EventHandlers,
+    routes,
+    subscription_routes,
+)
 from services.notify.store import NotifyStore
+from services.notify.subscriptions import SecretBox
 from services.notify.templates import Templates
 from shared import service
 from shared.events import (
@@ -38,15 +51,17 @@ def create(settings: NotifySettings) -> FastAPI:
     client, database = connect(settings, NAME)
     store = NotifyStore(database)
     broker = make_broker(settings, NAME)
+    retries = WebhookTarget(
+        url="",
+        secret="",
+        attempts=settings.webhook_attempts,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        backoff_base_seconds=settings.webhook_backoff_base_seconds,
+    )
     webhook = None
     if settings.webhook_url and settings.webhook_secret:
-        webhook = WebhookTarget(
-            url=settings.webhook_url,
-            secret=settings.webhook_secret.get_secret_value(),
-            attempts=settings.webhook_attempts,
-            timeout_seconds=settings.webhook_timeout_seconds,
-            backoff_base_seconds=settings.webhook_backoff_base_seconds,
-        )
+        secret = settings.webhook_secret.get_secret_value()
+        webhook = replace(retries, url=settings.webhook_url, secret=secret)
     mail = None
     if settings.smtp_host:
         mail = MailTarget(
@@ -69,7 +84,9 @@ def create(settings: NotifySettings) -> FastAPI:
             timeout_seconds=settings.sms_timeout_seconds,
             backoff_base_seconds=settings.sms_backoff_base_seconds,
         )
-    dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, sms, utc_now)
+    box = SecretBox(settings.auth_secret.get_secret_value())
+    subscribed = SubscribedWebhooks(store, box, retries)
+    dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, sms, utc_now, subscribed)
     configured = {Channel.WEBHOOK: webhook, Channel.EMAIL: mail, Channel.SMS: sms}
     outbound = {channel for channel, target in configured.items() if target is not None}
     templates = Templates.load(settings.messages_file)
@@ -105,6 +122,7 @@ def create(settings: NotifySettings) -> FastAPI:
         "Notifications and the in-app inbox.",
     )
     app.include_router(routes(store, auth))
+    app.include_router(subscription_routes(store, auth, box))
     return app
 
 

@@ -22,6 +22,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.notify.domain import EnterpriseContact, Message
+from services.notify.subscriptions import Subscription
 from shared.events import Channel, Event, Language
 from shared.mongo import Document, insert_once
 
@@ -67,6 +68,7 @@ class NotifyStore:
         self._outcomes = database["outcomes"]
         self._reads = database["reads"]
         self._contacts = database["contacts"]
+        self._subscriptions = database["subscriptions"]
 
     async def ensure_indexes(self) -> None:
         await self._notifications.create_index(
@@ -76,6 +78,34 @@ class NotifyStore:
         await self._outcomes.create_index([("owner", ASCENDING)])
         await self._attempts.create_index([("notification_id", ASCENDING)])
         await self._reads.create_index([("recipient", ASCENDING)])
+
+    async def subscribe(self, subscription: Subscription) -> None:
+        """Registers or replaces a recipient's subscription: few, written by administrators,
+        so replaced in place."""
+        await self._subscriptions.replace_one(
+            {"_id": subscription.recipient},
+            {
+                "_id": subscription.recipient,
+                "channels": sorted(channel.value for channel in subscription.channels),
+                "webhook_url": subscription.webhook_url,
+                "sealed_secret": subscription.sealed_secret,
+            },
+            upsert=True,
+        )
+
+    async def subscription(self, recipient: str) -> Subscription | None:
+        document = await self._subscriptions.find_one({"_id": recipient})
+        if document is None:
+            return None
+        return Subscription(
+            recipient=recipient,
+            channels=frozenset(Channel(c) for c in document["channels"]),
+            webhook_url=document["webhook_url"],
+            sealed_secret=document["sealed_secret"],
+        )
+
+    async def unsubscribe(self, recipient: str) -> bool:
+        return (await self._subscriptions.delete_one({"_id": recipient})).deleted_count == 1
 
     async def remember_contact(self, ticket_id: str, contact: EnterpriseContact) -> None:
         await insert_once(
