@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from functools import partial
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from services.notify.delivery import Dispatcher, MailTarget, SmsTarget
+from services.notify.delivery import Dispatcher, MailTarget, SmsTarget, WebhookTarget
 from services.notify.domain import contact_of, messages_for
 from services.notify.handlers import EventHandlers
 from services.notify.store import NotifyStore
@@ -30,7 +31,7 @@ from shared.kafka import Source, make_broker
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
 from tests.harness import WebhookReceiver
-from tests.unit.samples import sample_ticket
+from tests.unit.samples import sample_routed, sample_ticket
 
 pytestmark = pytest.mark.integration
 
@@ -106,8 +107,14 @@ async def notification_for(
     )
     event = TicketSubmitted(ticket_id=ticket.ticket_id, correlation_id="c", ticket=ticket)
     await store.remember_contact(event.ticket_id, contact_of(event))
-    [message] = [m for m in messages_for(event, None, {channel}, TEMPLATES) if m.channel is channel]
-    notification = await store.record(event, message, "test:0", datetime.now(UTC))
+    # Departments are the ones told by webhook: of the ticket routed to them.
+    said = (
+        sample_routed(ticket.submitted_at, ticket.ticket_id)
+        if channel is Channel.WEBHOOK
+        else event
+    )
+    [message] = [m for m in messages_for(said, None, {channel}, TEMPLATES) if m.channel is channel]
+    notification = await store.record(said, message, "test:0", datetime.now(UTC))
     assert notification is not None
     return notification.id, event
 
@@ -307,3 +314,46 @@ async def test_two_instances_told_the_same_event_at_once_notify_once(
     assert stored == []  # both ended
     assert [log["outcome"]["status"] for log in logs] == ["delivered", "delivered"]
     assert [m["X-Parkdesk-Ticket-Id"] for m in server.received] == [ticket.ticket_id]
+
+
+async def test_webhooks_retry_5xx_with_backoff_and_give_up_on_4xx_or_after_the_last_attempt(
+    settings: CommonSettings,
+    notify_store: NotifyStore,
+    broker: KafkaBroker,
+    watch: Callable[..., Any],
+) -> None:
+    dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
+    outcomes = {}
+    with WebhookReceiver() as hook:
+        webhook = WebhookTarget(hook.url, "shared-webhook-secret", 3, 5, 0.05)
+        dispatcher = Dispatcher(
+            notify_store, broker, settings.topics, webhook, None, None, lambda: datetime.now(UTC)
+        )
+        try:
+            # One at a time, so that the receiver's queued answers go to the right one.
+            for case, answers in [
+                ("recovers", [500, 502]),
+                ("refused", [404]),
+                ("down", [503] * 3),
+            ]:
+                hook.responses = list(answers)
+                notification_id, _ = await notification_for(
+                    notify_store, Channel.WEBHOOK, Language.ZH, "a@example.com", "+86 1"
+                )
+                await submit(dispatcher, notify_store, notification_id)
+                outcomes[case] = (notification_id, await delivered(notify_store, notification_id))
+        finally:
+            await dispatcher.close()
+
+    recovered, refused, down = (outcomes[c][1] for c in ("recovers", "refused", "down"))
+    assert (recovered["status"], recovered["attempts"]) == ("delivered", 3)
+    assert [a["error"] for a in recovered["retried"]] == ["HTTP 500", "HTTP 502"]
+    assert (refused["status"], refused["attempts"], refused["retried"]) == ("failed", 1, [])
+    assert (down["status"], down["attempts"]) == ("failed", 3)
+    assert down["last_error"] == "HTTP 503 (after 3 attempts)"
+    for gone in (outcomes["refused"][0], outcomes["down"][0]):
+        await dead_letters.wait_for(
+            partial(lambda w, n: bool(dead_lettered(w, n)), n=gone),
+            within=15,
+            what=f"{gone} on the dead-letter topic",
+        )
