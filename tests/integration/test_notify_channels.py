@@ -87,6 +87,12 @@ async def notify_store(mongo: AsyncMongoClient[dict[str, Any]]) -> AsyncIterator
 
 
 @pytest.fixture
+async def dead_letters(settings: CommonSettings, watch: Callable[..., Any]) -> TopicWatcher:
+    watcher: TopicWatcher = await watch(settings.topics.dead_letters)
+    return watcher
+
+
+@pytest.fixture
 async def broker(settings: CommonSettings) -> AsyncIterator[KafkaBroker]:
     started = make_broker(settings, "notify-channels-test")
     await started.start()
@@ -147,12 +153,11 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
     notify_store: NotifyStore,
     broker: KafkaBroker,
     mailbox: tuple[Mailbox, int],
-    watch: Callable[..., Any],
+    dead_letters: TopicWatcher,
 ) -> None:
     server, port = mailbox
     server.defer_once.add("deferred@example.com")
     server.refuse.add("gone@example.com")
-    dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
     mail = MailTarget(
         host="127.0.0.1",
         port=port,
@@ -222,9 +227,8 @@ async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_
     settings: CommonSettings,
     notify_store: NotifyStore,
     broker: KafkaBroker,
-    watch: Callable[..., Any],
+    dead_letters: TopicWatcher,
 ) -> None:
-    dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
     with WebhookReceiver() as gateway:
         sms = SmsTarget(
             url=gateway.url,
@@ -320,9 +324,8 @@ async def test_webhooks_retry_5xx_with_backoff_and_give_up_on_4xx_or_after_the_l
     settings: CommonSettings,
     notify_store: NotifyStore,
     broker: KafkaBroker,
-    watch: Callable[..., Any],
+    dead_letters: TopicWatcher,
 ) -> None:
-    dead_letters: TopicWatcher = await watch(settings.topics.dead_letters)
     outcomes = {}
     with WebhookReceiver() as hook:
         webhook = WebhookTarget(hook.url, "shared-webhook-secret", 3, 5, 0.05)
