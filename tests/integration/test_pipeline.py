@@ -498,6 +498,54 @@ async def test_sla_killed_between_warnings_fires_every_milestone_once(
     )
 
 
+async def test_notify_killed_mid_ticket_loses_and_repeats_no_notification(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    mongo: AsyncMongoClient[dict[str, Any]],
+    watch: Callable[..., Any],
+) -> None:
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(topics.notifications)
+    answer = await submit(
+        http,
+        suite.intake,
+        credential(Role.FRONTEND, "park-portal"),
+        ticket_body("燃气", "园区C座燃气中断 (gas supply cut)"),
+    )
+    ticket_id = answer.json()["ticket_id"]
+    await watcher.wait_for(
+        lambda w: len(w.events(topics.notifications, ticket_id)) >= 2, 60, "the first notices"
+    )
+
+    suite.notify.kill()
+    suite.notify.start()
+    suite.notify.wait_ready()
+
+    notifications = mongo[f"{settings.namespace}_notify"]["notifications"]
+    outcomes = mongo[f"{settings.namespace}_notify"]["outcomes"]
+
+    async def ended() -> tuple[list[str], list[str]]:
+        ids = [d["_id"] async for d in notifications.find({"ticket_id": ticket_id}, {"_id": 1})]
+        done = [d["status"] async for d in outcomes.find({"_id": {"$in": ids}})]
+        return ids, done
+
+    # Through the breach, 10 inbox notices: 3 to the enterprise (receipt, routed, apology), 6 to
+    # the department (new ticket, first-response miss, 3 warnings, breach), 1 to supervision;
+    # and a webhook copy of the 7 that are not the enterprise's. Every one stored once and
+    # delivered, whatever the kill interrupted.
+    for _ in range(900):
+        ids, done = await ended()
+        if len(ids) == 17 and len(done) == 17:
+            break
+        await asyncio.sleep(0.1)
+    assert Counter(i.rsplit(":", 1)[1] for i in ids) == {"inbox": 10, "webhook": 7}
+    assert done == ["delivered"] * 17
+    hooks = {r.headers["X-Parkdesk-Notification-Id"] for r in suite.webhook.requests}
+    assert {i for i in ids if i.endswith(":webhook")} <= hooks
+
+
 async def test_services_stop_gracefully_on_sigterm(suite: Suite) -> None:
     """Last in this module: it stops the suite's routing and starts it again."""
     # Uvicorn re-raises SIGTERM once its shutdown is complete, so -SIGTERM is a clean exit.
