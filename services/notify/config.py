@@ -3,6 +3,7 @@ from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from services.notify.domain import TEMPLATE_SAMPLES
 from services.notify.templates import SHIPPED
 from shared.settings import ServiceSettings
 
@@ -36,6 +37,10 @@ class NotifySettings(ServiceSettings):
     sms_attempts: int = Field(default=5, ge=1)
     sms_timeout_seconds: float = Field(default=5.0, gt=0)
     sms_backoff_base_seconds: float = Field(default=1.0, gt=0)
+    muted_messages: frozenset[str] = Field(
+        default=frozenset(),
+        description='Kinds of message not sent at all, e.g. ["warning"] (kinds: messages.toml).',
+    )
     messages_file: Path = Field(
         default=SHIPPED, description="The wording of every message (see messages.toml)."
     )
@@ -56,4 +61,7 @@ class NotifySettings(ServiceSettings):
         for endpoint, url, secret, value in pairs:
             if url and value is None:
                 raise ValueError(f"PARKDESK_{secret} is required with PARKDESK_{endpoint}")
+        unknown = self.muted_messages - TEMPLATE_SAMPLES.keys()
+        if unknown:
+            raise ValueError(f"PARKDESK_MUTED_MESSAGES: no such kind of message: {sorted(unknown)}")
         return self

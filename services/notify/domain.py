@@ -69,14 +69,18 @@ def messages_for(
     contact: EnterpriseContact | None,
     outbound: Collection[Channel],
     templates: Templates,
+    muted: Collection[str] = frozenset(),
 ) -> list[Message]:
     """The messages an event causes, each in the recipient's inbox. Of the outbound channels
     configured, departments get a webhook copy and enterprises an e-mail and a text message
-    (to the ticket's contact); each is worded in the recipient's language."""
+    (to the ticket's contact); each is worded in the recipient's language. Kinds of message
+    in `muted` are not sent at all."""
     if isinstance(event, TicketSubmitted):
         contact = contact_of(event)
     messages = []
     for recipient, language, kind, values in _drafts(event, contact):
+        if kind in muted:
+            continue
         subject, body = templates.render(kind, language, {"ticket_id": event.ticket_id, **values})
         copies = [Channel.INBOX]
         if recipient.startswith("department:"):

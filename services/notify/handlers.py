@@ -39,6 +39,7 @@ class EventHandlers:
         dispatcher: Dispatcher,
         outbound: Collection[Channel],
         templates: Templates,
+        muted: Collection[str],
         contact_wait_seconds: float,
         now: Callable[[], datetime],
     ) -> None:
@@ -46,6 +47,7 @@ class EventHandlers:
         self._dispatcher = dispatcher
         self._outbound = outbound
         self._templates = templates
+        self._muted = muted
         self._contact_wait_seconds = contact_wait_seconds
         self._now = now
 
@@ -75,7 +77,7 @@ class EventHandlers:
     ) -> None:
         owner = owner_of(source.topic, source.partition)
         subscriptions: dict[str, Subscription | None] = {}
-        for message in messages_for(event, contact, set(Channel), self._templates):
+        for message in messages_for(event, contact, set(Channel), self._templates, self._muted):
             if message.recipient not in subscriptions:
                 subscriptions[message.recipient] = await self._store.subscription(message.recipient)
             subscribed = subscriptions[message.recipient]

@@ -92,7 +92,13 @@ def create(settings: NotifySettings) -> FastAPI:
     templates = Templates.load(settings.messages_file)
     check_templates(templates)
     handlers = EventHandlers(
-        store, dispatcher, outbound, templates, settings.contact_wait_seconds, utc_now
+        store,
+        dispatcher,
+        outbound,
+        templates,
+        settings.muted_messages,
+        settings.contact_wait_seconds,
+        utc_now,
     )
     consumer = EventConsumer(
         broker,

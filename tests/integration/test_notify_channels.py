@@ -294,7 +294,7 @@ async def test_two_instances_told_the_same_event_at_once_notify_once(
         for _ in range(2)
     ]
     instances = [
-        EventHandlers(notify_store, d, {Channel.EMAIL}, TEMPLATES, 0, lambda: datetime.now(UTC))
+        EventHandlers(notify_store, d, {Channel.EMAIL}, TEMPLATES, (), 0, lambda: datetime.now(UTC))
         for d in dispatchers
     ]
     ticket = sample_ticket().model_copy(

@@ -156,3 +156,17 @@ def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
 
     assert email == [Channel.INBOX, Channel.EMAIL]
     assert every == [Channel.INBOX, Channel.EMAIL, Channel.SMS]
+
+
+def test_a_muted_kind_of_message_is_not_sent_to_anyone() -> None:
+    warning = SlaWarning(
+        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+        correlation_id="c",
+        department="tj-tax",
+        threshold=0.5,
+        resolution_due_at=SUBMITTED + timedelta(hours=24),
+        remaining_seconds=3600.0,
+    )
+
+    assert messages_for(warning, ZH, {Channel.WEBHOOK}, TEMPLATES, muted={"warning"}) == []
+    assert len(messages_for(breached(), ZH, set(), TEMPLATES, muted={"warning"})) == 3

@@ -67,3 +67,11 @@ def test_an_endpoint_without_its_secret_stops_notify_at_start() -> None:
         NotifySettings(auth_secret="x" * 32, sms_gateway_url="http://127.0.0.1:9/send")
     with pytest.raises(ValidationError, match="PARKDESK_WEBHOOK_SECRET is required"):
         NotifySettings(auth_secret="x" * 32, webhook_url="http://127.0.0.1:9/hook")
+
+
+def test_muting_a_kind_of_message_that_does_not_exist_stops_notify_at_start() -> None:
+    with pytest.raises(ValidationError, match="no such kind of message: \\['warnings'\\]"):
+        NotifySettings(auth_secret="x" * 32, muted_messages=["warnings"])
+    assert NotifySettings(auth_secret="x" * 32, muted_messages=["warning"]).muted_messages == {
+        "warning"
+    }
