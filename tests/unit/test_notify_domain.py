@@ -96,17 +96,19 @@ def test_without_a_known_contact_the_department_still_hears() -> None:
     assert recipients == {"department:tj-tax", "department:park-supervision"}
 
 
-def test_warnings_go_to_the_department_only() -> None:
-    warning = SlaWarning(
+def warned(threshold: float) -> SlaWarning:
+    return SlaWarning(
         ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
         correlation_id="c",
         department="tj-tax",
-        threshold=0.75,
+        threshold=threshold,
         resolution_due_at=SUBMITTED + timedelta(hours=24),
-        remaining_seconds=6 * 3600,
+        remaining_seconds=(1 - threshold) * 24 * 3600,
     )
 
-    [message] = messages_for(warning, ZH, set(), TEMPLATES)
+
+def test_warnings_go_to_the_department_only() -> None:
+    [message] = messages_for(warned(0.75), ZH, set(), TEMPLATES)
 
     assert message.recipient == "department:tj-tax"
     assert "75%" in message.subject
@@ -159,14 +161,5 @@ def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
 
 
 def test_a_muted_kind_of_message_is_not_sent_to_anyone() -> None:
-    warning = SlaWarning(
-        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
-        correlation_id="c",
-        department="tj-tax",
-        threshold=0.5,
-        resolution_due_at=SUBMITTED + timedelta(hours=24),
-        remaining_seconds=3600.0,
-    )
-
-    assert messages_for(warning, ZH, {Channel.WEBHOOK}, TEMPLATES, muted={"warning"}) == []
+    assert messages_for(warned(0.5), ZH, {Channel.WEBHOOK}, TEMPLATES, muted={"warning"}) == []
     assert len(messages_for(breached(), ZH, set(), TEMPLATES, muted={"warning"})) == 3
