@@ -22,14 +22,27 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"intake": 8000, "routing": 8001, "sla": 8002, "notify": 8003}
 
 
+DEVELOPMENT_SECRET = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parkdesk" / "dev-auth-secret"
+)
+
+
 def development_secret() -> str:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parkdesk"
-    path = cache / "dev-auth-secret"
+    path = DEVELOPMENT_SECRET
+    cache = path.parent
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def admin_command(env: dict[str, str]) -> str:
+    """How to run the admin tool against this suite: with the development key, if it is the
+    one in use (it is not in the shell's environment)."""
+    if "PARKDESK_AUTH_SECRET" in os.environ:
+        return ".venv/bin/parkdesk-admin"
+    return f"PARKDESK_AUTH_SECRET=$(cat {DEVELOPMENT_SECRET}) .venv/bin/parkdesk-admin"
 
 
 def main() -> int:
@@ -66,7 +79,7 @@ def main() -> int:
             f"  routing, sla, notify: ports {port_of(env, 'routing')}, {port_of(env, 'sla')}, "
             f"{port_of(env, 'notify')} (each with /docs)\n"
             f"  a frontend credential for a day:\n    export PARKDESK_TOKEN={credential}\n"
-            "  more: .venv/bin/parkdesk-admin issue-credential --role ROLE --subject WHO\n"
+            f"  more: {admin_command(env)} issue-credential --role ROLE --subject WHO\n"
             "Ctrl-C stops everything.\n",
             flush=True,
         )
