@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.sla import with_namespace
-from services.notify.delivery import Dispatcher, MailTarget, WebhookTarget
+from services.notify.delivery import Dispatcher, MailTarget, Retries, WebhookTarget
 from services.notify.domain import contact_of, messages_for
 from services.notify.store import Notification, NotifyStore
 from services.notify.templates import Templates
@@ -44,6 +44,7 @@ from shared.settings import CommonSettings
 
 RESULTS = Path(__file__).with_name("results")
 RECEIVER = "bench.receiver:app"
+RETRIES = Retries(attempts=3, timeout_seconds=5, backoff_base_seconds=0.1)
 
 
 def free_port() -> int:
@@ -157,14 +158,14 @@ async def run(settings: CommonSettings, count: int) -> dict[str, float]:
     port = free_port()
     receiver = [sys.executable, "-m", "uvicorn", RECEIVER, "--port", str(port), "--log-level"]
     with peer([*receiver, "warning"], port):
-        webhook = WebhookTarget(f"http://127.0.0.1:{port}/hook", secrets.token_hex(16), 3, 5, 0.1)
+        webhook = WebhookTarget(f"http://127.0.0.1:{port}/hook", secrets.token_hex(16), RETRIES)
         figures["webhook_per_second"] = await deliveries_per_second(
             settings, Channel.WEBHOOK, count, webhook=webhook
         )
     port = free_port()
     smtp = [sys.executable, "-m", "aiosmtpd", "-n", "-l", f"127.0.0.1:{port}", "-c"]
     with peer([*smtp, "aiosmtpd.handlers.Sink"], port):
-        mail = MailTarget("127.0.0.1", port, False, None, None, "bench@example.cn", 3, 5, 0.1)
+        mail = MailTarget("127.0.0.1", port, False, None, None, "bench@example.cn", RETRIES)
         figures["email_per_second"] = await deliveries_per_second(
             settings, Channel.EMAIL, count, mail=mail
         )

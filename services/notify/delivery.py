@@ -25,7 +25,7 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -44,12 +44,20 @@ log = logging.getLogger("parkdesk.notify.delivery")
 
 
 @dataclass(frozen=True, slots=True)
-class WebhookTarget:
-    url: str
-    secret: str
+class Retries:
+    """How a channel's peer is tried: attempts, the time one may take, and the base of the
+    exponential backoff (with full jitter) between them."""
+
     attempts: int
     timeout_seconds: float
     backoff_base_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookTarget:
+    url: str
+    secret: str
+    retries: Retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,18 +68,14 @@ class MailTarget:
     username: str | None
     password: str | None
     sender: str
-    attempts: int
-    timeout_seconds: float
-    backoff_base_seconds: float
+    retries: Retries
 
 
 @dataclass(frozen=True, slots=True)
 class SmsTarget:
     url: str
     api_key: str
-    attempts: int
-    timeout_seconds: float
-    backoff_base_seconds: float
+    retries: Retries
 
 
 SMS_MAX_CHARACTERS = 300
@@ -80,19 +84,18 @@ SMS_MAX_CHARACTERS = 300
 
 @dataclass(frozen=True, slots=True)
 class SubscribedWebhooks:
-    """The webhooks departments registered, opened for delivery with the shared retry
-    settings (`retries`: a target whose URL and secret are not used)."""
+    """The webhooks departments registered, opened for delivery with the webhooks' retries."""
 
     store: NotifyStore
     box: SecretBox
-    retries: WebhookTarget
+    retries: Retries
 
     async def of(self, recipient: str) -> WebhookTarget | None:
         subscription = await self.store.subscription(recipient)
         if subscription is None or not subscription.webhook_url or not subscription.sealed_secret:
             return None
         secret = self.box.open(recipient, subscription.sealed_secret)
-        return replace(self.retries, url=subscription.webhook_url, secret=secret)
+        return WebhookTarget(subscription.webhook_url, secret, self.retries)
 
 
 class DeliveryFailed(Exception):
@@ -183,7 +186,8 @@ class Dispatcher:
             target = await self._subscribed_webhooks.of(notification.recipient) or target
         if target is None:
             raise DeliveryFailed(f"no {notification.channel.value} channel configured", False)
-        for attempt in range(1, target.attempts + 1):
+        retries = target.retries
+        for attempt in range(1, retries.attempts + 1):
             try:
                 if isinstance(target, WebhookTarget):
                     await self._post(target, notification)
@@ -193,14 +197,14 @@ class Dispatcher:
                     await self._text_contact(target, notification)
                 return attempt
             except DeliveryFailed as failure:
-                if not failure.retryable or attempt == target.attempts:
+                if not failure.retryable or attempt == retries.attempts:
                     raise DeliveryFailed(
                         f"{failure} (after {attempt} attempt{'s' if attempt > 1 else ''})",
                         retryable=False,
                         attempts=attempt,
                     ) from None
                 await self._store.note_attempt(notification.id, attempt, str(failure), self._now())
-                await asyncio.sleep(backoff_seconds(attempt, base=target.backoff_base_seconds))
+                await asyncio.sleep(backoff_seconds(attempt, base=retries.backoff_base_seconds))
         raise AssertionError("unreachable")
 
     async def _mail_to_contact(self, mail: MailTarget, notification: Notification) -> None:
@@ -215,7 +219,7 @@ class Dispatcher:
                 username=mail.username,
                 password=mail.password,
                 start_tls=mail.starttls,
-                timeout=mail.timeout_seconds,
+                timeout=mail.retries.timeout_seconds,
             )
         except aiosmtplib.SMTPRecipientsRefused as refused:
             codes = [recipient.code for recipient in refused.recipients]
@@ -241,7 +245,7 @@ class Dispatcher:
                 "X-Parkdesk-Signature": sign(target.secret, timestamp, body),
                 "X-Parkdesk-Notification-Id": notification.id,
             },
-            target.timeout_seconds,
+            target.retries.timeout_seconds,
         )
 
     async def _text_contact(self, target: SmsTarget, notification: Notification) -> None:
@@ -257,7 +261,7 @@ class Dispatcher:
             target.url,
             json.dumps(body, ensure_ascii=False).encode(),
             {"Authorization": f"Bearer {target.api_key}"},
-            target.timeout_seconds,
+            target.retries.timeout_seconds,
         )
 
     async def _http_post(

@@ -1,6 +1,5 @@
 """notify: tells enterprises, departments and supervisors, once, on every channel."""
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 from fastapi import FastAPI
@@ -9,6 +8,7 @@ from services.notify.config import NotifySettings
 from services.notify.delivery import (
     Dispatcher,
     MailTarget,
+    Retries,
     SmsTarget,
     SubscribedWebhooks,
     WebhookTarget,
@@ -51,17 +51,15 @@ def create(settings: NotifySettings) -> FastAPI:
     client, database = connect(settings, NAME)
     store = NotifyStore(database)
     broker = make_broker(settings, NAME)
-    retries = WebhookTarget(
-        url="",
-        secret="",
-        attempts=settings.webhook_attempts,
-        timeout_seconds=settings.webhook_timeout_seconds,
-        backoff_base_seconds=settings.webhook_backoff_base_seconds,
+    webhook_retries = Retries(
+        settings.webhook_attempts,
+        settings.webhook_timeout_seconds,
+        settings.webhook_backoff_base_seconds,
     )
     webhook = None
     if settings.webhook_url and settings.webhook_secret:
         secret = settings.webhook_secret.get_secret_value()
-        webhook = replace(retries, url=settings.webhook_url, secret=secret)
+        webhook = WebhookTarget(settings.webhook_url, secret, webhook_retries)
     mail = None
     if settings.smtp_host:
         mail = MailTarget(
@@ -71,21 +69,25 @@ def create(settings: NotifySettings) -> FastAPI:
             username=settings.smtp_username,
             password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
             sender=settings.smtp_sender,
-            attempts=settings.smtp_attempts,
-            timeout_seconds=settings.smtp_timeout_seconds,
-            backoff_base_seconds=settings.smtp_backoff_base_seconds,
+            retries=Retries(
+                settings.smtp_attempts,
+                settings.smtp_timeout_seconds,
+                settings.smtp_backoff_base_seconds,
+            ),
         )
     sms = None
     if settings.sms_gateway_url and settings.sms_api_key:
         sms = SmsTarget(
             url=settings.sms_gateway_url,
             api_key=settings.sms_api_key.get_secret_value(),
-            attempts=settings.sms_attempts,
-            timeout_seconds=settings.sms_timeout_seconds,
-            backoff_base_seconds=settings.sms_backoff_base_seconds,
+            retries=Retries(
+                settings.sms_attempts,
+                settings.sms_timeout_seconds,
+                settings.sms_backoff_base_seconds,
+            ),
         )
     box = SecretBox(settings.auth_secret.get_secret_value())
-    subscribed = SubscribedWebhooks(store, box, retries)
+    subscribed = SubscribedWebhooks(store, box, webhook_retries)
     dispatcher = Dispatcher(store, broker, settings.topics, webhook, mail, sms, utc_now, subscribed)
     configured = {Channel.WEBHOOK: webhook, Channel.EMAIL: mail, Channel.SMS: sms}
     outbound = {channel for channel, target in configured.items() if target is not None}

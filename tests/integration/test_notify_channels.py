@@ -21,7 +21,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 
-from services.notify.delivery import Dispatcher, MailTarget, SmsTarget, WebhookTarget
+from services.notify.delivery import Dispatcher, MailTarget, Retries, SmsTarget, WebhookTarget
 from services.notify.domain import contact_of, messages_for
 from services.notify.handlers import EventHandlers
 from services.notify.store import NotifyStore
@@ -34,6 +34,9 @@ from tests.harness import WebhookReceiver
 from tests.unit.samples import sample_routed, sample_ticket
 
 pytestmark = pytest.mark.integration
+
+QUICK = Retries(attempts=3, timeout_seconds=5, backoff_base_seconds=0.05)
+"""Three attempts, with backoffs short enough for a test."""
 
 TEMPLATES = Templates.load()
 
@@ -165,9 +168,7 @@ async def test_emails_arrive_in_the_contacts_language_retried_or_dead_lettered(
         username=None,
         password=None,
         sender="parkdesk@bzsp.example.cn",
-        attempts=3,
-        timeout_seconds=5,
-        backoff_base_seconds=0.05,
+        retries=QUICK,
     )
     dispatcher = Dispatcher(
         notify_store, broker, settings.topics, None, mail, None, lambda: datetime.now(UTC)
@@ -233,9 +234,7 @@ async def test_text_messages_go_through_the_gateway_retried_on_5xx_and_final_on_
         sms = SmsTarget(
             url=gateway.url,
             api_key="gateway-key-123",
-            attempts=3,
-            timeout_seconds=5,
-            backoff_base_seconds=0.05,
+            retries=QUICK,
         )
         dispatcher = Dispatcher(
             notify_store, broker, settings.topics, None, None, sms, lambda: datetime.now(UTC)
@@ -286,7 +285,7 @@ async def test_two_instances_told_the_same_event_at_once_notify_once(
     """Two notify instances (a rebalance, or a redelivery racing the first delivery) handle
     one event at the same moment: the store's unique key lets one of them record and send."""
     server, port = mailbox
-    mail = MailTarget("127.0.0.1", port, False, None, None, "parkdesk@bzsp.example.cn", 3, 5, 0.05)
+    mail = MailTarget("127.0.0.1", port, False, None, None, "parkdesk@bzsp.example.cn", QUICK)
     dispatchers = [
         Dispatcher(
             notify_store, broker, settings.topics, None, mail, None, lambda: datetime.now(UTC)
@@ -328,7 +327,7 @@ async def test_webhooks_retry_5xx_with_backoff_and_give_up_on_4xx_or_after_the_l
 ) -> None:
     outcomes = {}
     with WebhookReceiver() as hook:
-        webhook = WebhookTarget(hook.url, "shared-webhook-secret", 3, 5, 0.05)
+        webhook = WebhookTarget(hook.url, "shared-webhook-secret", QUICK)
         dispatcher = Dispatcher(
             notify_store, broker, settings.topics, webhook, None, None, lambda: datetime.now(UTC)
         )
