@@ -3,11 +3,13 @@
 Pure: the caller passes what notify knows of the ticket's enterprise contact.
 """
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
+from services.notify.subscriptions import Subscription
 from services.notify.templates import Templates
 from shared.departments import SUPERVISION
 from shared.events import (
@@ -70,13 +72,14 @@ def messages_for(
     outbound: Collection[Channel],
     templates: Templates,
     muted: Collection[str] = frozenset(),
+    subscriptions: Mapping[str, Subscription] = MappingProxyType({}),
 ) -> list[Message]:
     """The messages an event causes, each in the recipient's inbox. Of the outbound channels
     configured, departments get a webhook copy and enterprises an e-mail and a text message
-    (to the ticket's contact); each is worded in the recipient's language. Kinds of message
-    in `muted` are not sent at all."""
-    if isinstance(event, TicketSubmitted):
-        contact = contact_of(event)
+    (to the ticket's contact); each is worded in the recipient's language. A recipient's
+    subscription chooses its channels and may bring its own webhook. Kinds of message in
+    `muted` are not sent at all."""
+    contact = _contact_for(event, contact)
     messages = []
     for recipient, language, kind, values in _drafts(event, contact):
         if kind in muted:
@@ -89,9 +92,32 @@ def messages_for(
             copies += [Channel.EMAIL] if contact.email else []
             copies += [Channel.SMS] if contact.phone else []
         for channel in copies:
-            if channel is Channel.INBOX or channel in outbound:
+            if sends_on(channel, outbound, subscriptions.get(recipient)):
                 messages.append(Message(recipient, channel, language, subject, body))
     return messages
+
+
+def audience(event: Event, contact: EnterpriseContact | None) -> set[str]:
+    """Who hears of the event: the recipients whose subscriptions count for it."""
+    return {recipient for recipient, *_ in _drafts(event, _contact_for(event, contact))}
+
+
+def sends_on(
+    channel: Channel, outbound: Collection[Channel], subscription: Subscription | None
+) -> bool:
+    """Whether a copy goes out on the channel: one that can carry it (configured for everyone,
+    or the recipient's own webhook) and that the recipient wants (its subscription; without
+    one, every channel). The inbox always."""
+    if channel is Channel.INBOX:
+        return True
+    own_webhook = subscription is not None and subscription.webhook_url is not None
+    available = channel in outbound or (channel is Channel.WEBHOOK and own_webhook)
+    return available and (subscription is None or subscription.wants(channel))
+
+
+def _contact_for(event: Event, contact: EnterpriseContact | None) -> EnterpriseContact | None:
+    """A submission carries its own contact; other events come with the one notify learned."""
+    return contact_of(event) if isinstance(event, TicketSubmitted) else contact
 
 
 def _drafts(event: Event, contact: EnterpriseContact | None) -> list[Draft]:

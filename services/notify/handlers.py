@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, SecretStr
 from services.notify.delivery import Dispatcher
 from services.notify.domain import (
     EnterpriseContact,
+    audience,
     contact_of,
     department_recipient,
     enterprise_recipient,
@@ -76,20 +77,14 @@ class EventHandlers:
         self, event: Event, contact: EnterpriseContact | None, source: Source
     ) -> None:
         owner = owner_of(source.topic, source.partition)
-        subscriptions: dict[str, Subscription | None] = {}
-        for message in messages_for(event, contact, set(Channel), self._templates, self._muted):
-            if message.recipient not in subscriptions:
-                subscriptions[message.recipient] = await self._store.subscription(message.recipient)
-            subscribed = subscriptions[message.recipient]
-            # Sent on a channel that can carry it (configured, or the recipient's own
-            # webhook) if the recipient wants it (its subscription; without one, every
-            # channel). The inbox always.
-            channel = message.channel
-            own_webhook = subscribed is not None and subscribed.webhook_url is not None
-            available = channel in self._outbound or (channel is Channel.WEBHOOK and own_webhook)
-            wanted = subscribed is None or subscribed.wants(channel)
-            if channel is not Channel.INBOX and not (available and wanted):
-                continue
+        subscriptions = {}
+        for recipient in audience(event, contact):
+            subscription = await self._store.subscription(recipient)
+            if subscription is not None:
+                subscriptions[recipient] = subscription
+        for message in messages_for(
+            event, contact, self._outbound, self._templates, self._muted, subscriptions
+        ):
             notification = await self._store.record(event, message, owner, self._now())
             if notification is not None:
                 self._dispatcher.submit(notification)

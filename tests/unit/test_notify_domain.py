@@ -4,7 +4,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from services.notify.delivery import sign
-from services.notify.domain import EnterpriseContact, messages_for
+from services.notify.domain import EnterpriseContact, audience, messages_for
+from services.notify.subscriptions import Subscription
 from services.notify.templates import Templates
 from shared.events import (
     Category,
@@ -163,3 +164,27 @@ def test_the_receipt_email_goes_to_the_address_the_ticket_gave() -> None:
 def test_a_muted_kind_of_message_is_not_sent_to_anyone() -> None:
     assert messages_for(warned(0.5), ZH, {Channel.WEBHOOK}, TEMPLATES, muted={"warning"}) == []
     assert len(messages_for(breached(), ZH, set(), TEMPLATES, muted={"warning"})) == 3
+
+
+def test_a_subscription_chooses_the_recipients_channels_and_may_bring_its_webhook() -> None:
+    with_address = EnterpriseContact("E-1", Language.ZH, "li.na@example.com", "+86 1")
+    subscriptions = {
+        # Its own webhook, though none is configured for everyone.
+        "department:tj-tax": Subscription(
+            "department:tj-tax", frozenset({Channel.WEBHOOK}), "https://tax.example/hook", "s"
+        ),
+        # Texts only, though e-mail is configured.
+        "enterprise:E-1": Subscription("enterprise:E-1", frozenset({Channel.SMS})),
+    }
+
+    messages = messages_for(
+        routed(), with_address, {Channel.EMAIL, Channel.SMS}, TEMPLATES, (), subscriptions
+    )
+
+    assert sorted((m.recipient, m.channel.value) for m in messages) == [
+        ("department:tj-tax", "inbox"),
+        ("department:tj-tax", "webhook"),
+        ("enterprise:E-1", "inbox"),
+        ("enterprise:E-1", "sms"),
+    ]
+    assert audience(routed(), with_address) == {"department:tj-tax", "enterprise:E-1"}
