@@ -104,6 +104,12 @@ class ServiceProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
 
+    def crash_and_restart(self) -> None:
+        """Killed as in a crash, then started again and ready."""
+        self.kill()
+        self.start()
+        self.wait_ready()
+
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM and wait: the graceful path."""
         assert self.process is not None

@@ -473,9 +473,7 @@ async def test_sla_killed_between_warnings_fires_every_milestone_once(
         "the first warning",
     )
 
-    suite.sla.kill()
-    suite.sla.start()
-    suite.sla.wait_ready()
+    suite.sla.crash_and_restart()
 
     await watcher.wait_for(
         lambda w: any(e["type"] == "sla.breached" for e in w.events(topics.sla, ticket_id)),
@@ -519,9 +517,7 @@ async def test_notify_killed_mid_ticket_loses_and_repeats_no_notification(
         lambda w: len(w.events(topics.notifications, ticket_id)) >= 2, 60, "the first notices"
     )
 
-    suite.notify.kill()
-    suite.notify.start()
-    suite.notify.wait_ready()
+    suite.notify.crash_and_restart()
 
     notifications = mongo[f"{settings.namespace}_notify"]["notifications"]
     outcomes = mongo[f"{settings.namespace}_notify"]["outcomes"]

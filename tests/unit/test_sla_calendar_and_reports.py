@@ -68,18 +68,23 @@ def test_times_are_returned_in_the_zone_they_came_in() -> None:
     assert due == datetime(2026, 11, 30, 2, 0, tzinfo=UTC)
 
 
-def test_a_paused_business_clock_moves_its_due_by_business_time_only() -> None:
-    clock = Clock(
+def office_clock(started_at: datetime, hours: float, thresholds: tuple[float, ...]) -> Clock:
+    """A clock that counts office hours, with a resolution target of `hours` of them."""
+    return Clock(
         ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
         correlation_id="c",
         department="tj-tax",
         partition=0,
-        started_at=at(date(2026, 11, 30), 9),
-        resolution_target=timedelta(hours=8),
+        started_at=started_at,
+        resolution_target=timedelta(hours=hours),
         first_response_target=timedelta(hours=2),
-        thresholds=(0.5,),
+        thresholds=thresholds,
         calendar=OFFICE,
     )
+
+
+def test_a_paused_business_clock_moves_its_due_by_business_time_only() -> None:
+    clock = office_clock(at(date(2026, 11, 30), 9), 8, (0.5,))
     assert clock.resolution_due_at == at(date(2026, 11, 30), 17)
     # Paused from 16:00 Monday to 10:00 Tuesday: 3 business hours (16-18, 9-10), not 18.
     paused = pause(clock, at(date(2026, 11, 30), 16))
@@ -91,17 +96,7 @@ def test_a_paused_business_clock_moves_its_due_by_business_time_only() -> None:
 def test_warnings_count_business_time_like_the_breach() -> None:
     # 16 business hours from Friday 14:00 before the golden week: Friday 14-18, Sunday 27th
     # (a make-up workday) 9-18, then Monday 28th 9-12.
-    clock = Clock(
-        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
-        correlation_id="c",
-        department="tj-tax",
-        partition=0,
-        started_at=at(date(2026, 9, 25), 14),
-        resolution_target=timedelta(hours=16),
-        first_response_target=timedelta(hours=2),
-        thresholds=(0.25, 0.5),
-        calendar=OFFICE,
-    )
+    clock = office_clock(at(date(2026, 9, 25), 14), 16, (0.25, 0.5))
     due = {m.name: m.due_at for m in clock.milestones()}
     assert due["g1:warning-25"] == at(date(2026, 9, 25), 18)
     assert due["g1:warning-50"] == at(date(2026, 9, 27), 13)
