@@ -9,13 +9,15 @@ never be processed goes to the dead-letter topic with the reason, and the partit
 """
 
 import asyncio
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from aiokafka import ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from faststream import AckPolicy
@@ -24,6 +26,14 @@ from faststream.kafka.annotations import KafkaMessage
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.events import Event, UndecodableEvent, decode_event
+from shared.metrics import (
+    CONSUMER_LAG,
+    DEAD_LETTERS,
+    EVENTS_CONSUMED,
+    EVENTS_PUBLISHED,
+    HANDLER_LATENCY,
+    HANDLER_RETRIES,
+)
 from shared.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -98,18 +108,23 @@ async def publish_all(broker: KafkaBroker, topic: str, events: Iterable[Event]) 
     """Publish a burst and wait until the broker has all of it. Sent one after another on one
     producer, so each partition keeps their order; the confirmations are awaited together, so
     the burst costs a few round trips, not one per event."""
-    confirmations = [
-        await broker.publish(
-            event.to_json(),
-            topic,
-            key=event.ticket_id.encode(),
-            headers=event_headers(event),
-            correlation_id=event.correlation_id,
-            no_confirm=True,
+    confirmations = []
+    published: dict[str, int] = {}
+    for event in events:
+        confirmations.append(
+            await broker.publish(
+                event.to_json(),
+                topic,
+                key=event.ticket_id.encode(),
+                headers=event_headers(event),
+                correlation_id=event.correlation_id,
+                no_confirm=True,
+            )
         )
-        for event in events
-    ]
+        published[event.type] = published.get(event.type, 0) + 1
     await asyncio.gather(*confirmations)
+    for event_type, count in published.items():
+        EVENTS_PUBLISHED.labels(topic, event_type).inc(count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,17 +158,46 @@ class EventConsumer:
         self._dead_letters = settings.topics.dead_letters
         self._service = service
         self._handlers: dict[type[Event], Handler] = {}
+        self._membership = _GroupMembership(listener)
         self.stopping = asyncio.Event()
 
-        @broker.subscriber(
+        self._subscriber = broker.subscriber(
             *topics,
             group_id=f"{settings.namespace}-{service}",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
-            listener=listener,
+            listener=self._membership,
         )
+
+        @self._subscriber
         async def on_record(message: KafkaMessage) -> None:
             await self.process(message.raw_message)
+
+    @property
+    def joined(self) -> bool:
+        """Whether this member has joined its group and received its partitions (perhaps none,
+        when the group has more members than partitions)."""
+        return self._membership.joined
+
+    async def report_lag(self, every_seconds: float = 10.0) -> None:
+        """Keeps the lag gauge of each assigned partition current: the partition's end as last
+        fetched, minus this consumer's position."""
+        reported: set[TopicPartition] = set()
+        while True:
+            consumer: AIOKafkaConsumer | None = self._subscriber.consumer
+            assigned = consumer.assignment() if consumer is not None else set()
+            for gone in reported - assigned:
+                CONSUMER_LAG.remove(gone.topic, str(gone.partition))
+            reported = set()
+            for tp in assigned:
+                end = consumer.highwater(tp) if consumer is not None else None
+                if end is None:
+                    continue
+                with contextlib.suppress(KafkaError, AssertionError):
+                    position = await consumer.position(tp)  # type: ignore[union-attr]
+                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
+                    reported.add(tp)
+            await asyncio.sleep(every_seconds)
 
     def on(self, model: type[E], handler: Callable[[E, Source], Awaitable[None]]) -> None:
         self._handlers[model] = handler
@@ -164,21 +208,29 @@ class EventConsumer:
             event = decode_event(record.value or b"")
         except UndecodableEvent as exc:
             await self.dead_letter(record, str(exc))
+            EVENTS_CONSUMED.labels(record.topic, "undecodable", "dead_lettered").inc()
             return
         handler = self._handlers.get(type(event))
-        if handler is not None:
-            await self._run(handler, event, record, source)
+        if handler is None:
+            EVENTS_CONSUMED.labels(record.topic, event.type, "ignored").inc()
+            return
+        started = time.perf_counter()
+        outcome = await self._run(handler, event, record, source)
+        HANDLER_LATENCY.labels(event.type).observe(time.perf_counter() - started)
+        EVENTS_CONSUMED.labels(record.topic, event.type, outcome).inc()
 
     async def _run(
         self, handler: Handler, event: Event, record: ConsumerRecord[bytes, bytes], source: Source
-    ) -> None:
+    ) -> str:
+        """Runs the handler until it succeeds or is given up on; says which."""
         transient_failures = handler_failures = 0
         while True:
             try:
                 await handler(event, source)
-                return
+                return "handled"
             except Exception as exc:
                 if is_transient(exc):
+                    HANDLER_RETRIES.labels(event.type, "transient").inc()
                     # Never skipped: the record waits, and the partition with it, until the
                     # store or broker is back.
                     transient_failures += 1
@@ -197,7 +249,8 @@ class EventConsumer:
                 log.exception("handler failed on %s %s", event.type, event.event_id)
                 if handler_failures >= HANDLER_ATTEMPTS:
                     await self.dead_letter(record, f"handler failed: {type(exc).__name__}: {exc}")
-                    return
+                    return "dead_lettered"
+                HANDLER_RETRIES.labels(event.type, "error").inc()
                 await asyncio.sleep(backoff_seconds(handler_failures))
 
     async def dead_letter(self, record: ConsumerRecord[bytes, bytes], reason: str) -> None:
@@ -217,6 +270,26 @@ class EventConsumer:
         await self._broker.publish(
             record.value or b"", self._dead_letters, key=record.key, headers=headers
         )
+        DEAD_LETTERS.labels(record.topic).inc()
+
+
+class _GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Notes that the group was joined, and passes each rebalance on to the service's own
+    listener, if it has one."""
+
+    def __init__(self, inner: ConsumerRebalanceListener | None) -> None:
+        self._inner = inner
+        self.joined = False
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.joined = False
+        if self._inner is not None:
+            await self._inner.on_partitions_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if self._inner is not None:
+            await self._inner.on_partitions_assigned(assigned)
+        self.joined = True
 
 
 def backoff_seconds(attempt: int, base: float = 0.2, cap: float = 30.0) -> float:

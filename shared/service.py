@@ -1,13 +1,15 @@
 """What every service's entry point uses: logging, the HTTP app shell, and the runner."""
 
 import asyncio
+import hmac
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
@@ -16,6 +18,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.auth import Authenticator
 from shared.credentials import CredentialRegistry
+from shared.kafka import EventConsumer
+from shared.metrics import CONTENT_TYPE_LATEST, HttpMetrics, generate_latest
 from shared.mongo import Document
 from shared.settings import ServiceSettings
 
@@ -91,11 +95,39 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+Check = Callable[[], Awaitable[bool]]
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What a service's process starts, checks and stops, besides its routes."""
+
+    broker: KafkaBroker
+    client: AsyncMongoClient[Document]
+    credentials: CredentialRegistry
+    consumer: EventConsumer
+    prepare: Callable[[], Awaitable[None]]
+    """Readies the store (its indexes) before any event is consumed."""
+    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
+    before_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+
+
+def wired_app(settings: ServiceSettings, service: str, description: str, wiring: Wiring) -> FastAPI:
+    """A service's HTTP app, which starts and stops what the wiring holds; the caller adds the
+    service's own routes."""
+    return create_app(settings, service, description, _lifespan(wiring), _readiness(wiring))
+
+
 def create_app(
+    settings: ServiceSettings,
     service: str,
-    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
     description: str,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]],
+    checks: Mapping[str, Check],
 ) -> FastAPI:
+    """The shell every service's app shares: operations routes, request limits, metrics."""
     app = FastAPI(
         title=f"parkdesk {service}",
         description=description,
@@ -103,13 +135,69 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodySizeLimit)
+    app.add_middleware(HttpMetrics)
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
+    metrics_token = settings.metrics_token
 
     @app.get("/health", tags=["operations"], summary="The process is alive")
     async def health() -> dict[str, str]:
         return {"status": "ok", "service": service}
 
+    @app.get(
+        "/ready",
+        tags=["operations"],
+        summary="Broker and store reachable, consumer group joined: send work here",
+        responses={503: {"description": "Some check failed; the body says which"}},
+    )
+    async def ready() -> JSONResponse:
+        results = await _run_checks(checks)
+        status = 200 if all(results.values()) else 503
+        return JSONResponse(
+            {"status": "ready" if status == 200 else "not ready", "checks": results},
+            status_code=status,
+        )
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics(request: Request) -> Response:
+        # Metrics carry no personal data, but only the scraper needs them: with a token
+        # configured, nobody else reads them.
+        if metrics_token is not None:
+            expected = f"Bearer {metrics_token.get_secret_value()}"
+            given = request.headers.get("authorization", "")
+            if not hmac.compare_digest(given.encode(), expected.encode()):
+                raise HTTPException(401, "metrics need the scrape token")
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
     return app
+
+
+async def _run_checks(checks: Mapping[str, Check]) -> dict[str, bool]:
+    async def outcome(check: Check) -> bool:
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+                return await check()
+        except Exception:  # any failure means "not ready", which is the answer
+            return False
+
+    results = await asyncio.gather(*(outcome(check) for check in checks.values()))
+    return dict(zip(checks, results, strict=True))
+
+
+def _readiness(wiring: Wiring) -> dict[str, Check]:
+    """What a service needs before it should get traffic: its broker, its store, and its
+    place in its consumer group."""
+
+    async def broker_reachable() -> bool:
+        return await wiring.broker.ping(timeout=READY_TIMEOUT_SECONDS)
+
+    async def store_reachable() -> bool:
+        await wiring.client.admin.command("ping")
+        return True
+
+    async def group_joined() -> bool:
+        return wiring.consumer.joined
+
+    return {"broker": broker_reachable, "store": store_reachable, "consumer_group": group_joined}
 
 
 def authentication(settings: ServiceSettings) -> tuple[Authenticator, CredentialRegistry]:
@@ -119,14 +207,7 @@ def authentication(settings: ServiceSettings) -> tuple[Authenticator, Credential
     return Authenticator(settings.auth_secret.get_secret_value(), registry.is_revoked), registry
 
 
-def lifespan(
-    broker: KafkaBroker,
-    client: AsyncMongoClient[Document],
-    credentials: CredentialRegistry,
-    prepare: Callable[[], Awaitable[None]],
-    background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
-    before_stop: Sequence[Callable[[], Awaitable[None]]] = (),
-) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+def _lifespan(wiring: Wiring) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """Every service's start and stop, in one order: learn the credentials, prepare the store,
     start the broker (its consumers and producer), start the background work; on the way out
     stop that work first, while the producer it publishes through still runs, then the broker,
@@ -134,21 +215,22 @@ def lifespan(
 
     @asynccontextmanager
     async def running(_: FastAPI) -> AsyncIterator[None]:
-        await credentials.start()
-        await prepare()
-        await broker.start()
-        tasks = [asyncio.create_task(work()) for work in background]
+        await wiring.credentials.start()
+        await wiring.prepare()
+        await wiring.broker.start()
+        work = (wiring.consumer.report_lag, *wiring.background)
+        tasks = [asyncio.create_task(run()) for run in work]
         try:
             yield
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for stop in before_stop:
+            for stop in wiring.before_stop:
                 await stop()
-            await broker.stop()
-            await client.close()
-            await credentials.stop()
+            await wiring.broker.stop()
+            await wiring.client.close()
+            await wiring.credentials.stop()
 
     return running
 

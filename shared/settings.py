@@ -40,3 +40,8 @@ class ServiceSettings(CommonSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="Bearer token the Prometheus scraper sends; none: /metrics is open.",
+    )

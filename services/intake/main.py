@@ -77,16 +77,18 @@ def create(settings: IntakeSettings) -> FastAPI:
     for learned in LEARNED_EVENTS:
         consumer.on(learned, handlers.on_learned_event)
 
-    app = service.create_app(
+    app = service.wired_app(
+        settings,
         NAME,
-        service.lifespan(
+        "Open tickets and follow them.",
+        service.Wiring(
             broker,
             client,
             credentials,
+            consumer,
             store.ensure_indexes,
             background=[relay.run] if settings.relay_enabled else [],
         ),
-        "Open tickets and follow them.",
     )
     app.include_router(
         routes(

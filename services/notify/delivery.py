@@ -38,6 +38,7 @@ from services.notify.store import Notification, NotifyStore
 from services.notify.subscriptions import SecretBox
 from shared.events import Channel, Event, NotificationSent
 from shared.kafka import backoff_seconds, publish
+from shared.metrics import NOTIFICATIONS
 from shared.topics import Topics
 
 log = logging.getLogger("parkdesk.notify.delivery")
@@ -170,6 +171,7 @@ class Dispatcher:
                 return
             await publish(self._broker, self._topics.notifications, sent_event(notification))
             await self._store.mark_delivered(notification, attempts, self._now())
+            NOTIFICATIONS.labels(notification.channel.value, "delivered").inc()
 
     async def _send(self, notification: Notification) -> int:
         """Delivers over the notification's channel; returns the attempts it took."""
@@ -285,6 +287,7 @@ class Dispatcher:
     async def _give_up(self, notification: Notification, reason: str, attempts: int) -> None:
         log.error("notification %s undeliverable: %s", notification.id, reason)
         await self._store.mark_failed(notification, attempts, reason, self._now())
+        NOTIFICATIONS.labels(notification.channel.value, "failed").inc()
         body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
         await self._broker.publish(
             body,

@@ -122,12 +122,18 @@ def create(settings: NotifySettings) -> FastAPI:
     ):
         consumer.on(told, handlers.on_event)
 
-    app = service.create_app(
+    app = service.wired_app(
+        settings,
         NAME,
-        service.lifespan(
-            broker, client, credentials, store.ensure_indexes, before_stop=[dispatcher.close]
-        ),
         "Notifications and the in-app inbox.",
+        service.Wiring(
+            broker,
+            client,
+            credentials,
+            consumer,
+            store.ensure_indexes,
+            before_stop=[dispatcher.close],
+        ),
     )
     app.include_router(routes(store, auth))
     app.include_router(subscription_routes(store, auth, box))

@@ -52,16 +52,18 @@ def create(settings: RoutingSettings) -> FastAPI:
     ):
         consumer.on(action, handlers.on_ticket_action)
 
-    app = service.create_app(
+    app = service.wired_app(
+        settings,
         NAME,
-        service.lifespan(
+        "Where each ticket goes, and why.",
+        service.Wiring(
             broker,
             client,
             credentials,
+            consumer,
             store.ensure_indexes,
             background=[partial(policies.watch, settings.policy_check_seconds)],
         ),
-        "Where each ticket goes, and why.",
     )
     app.include_router(routes(store, policies, auth))
     return app

@@ -2,6 +2,7 @@
 
 import gc
 import logging
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Annotated, Any
@@ -46,7 +47,8 @@ from shared.events import (
     TicketTransferred,
     TicketTransferRefused,
 )
-from shared.kafka import Source, publish, publish_all
+from shared.kafka import Source, publish_all
+from shared.metrics import OPEN_CLOCKS, SLA_EVENTS
 from shared.topics import Topics
 
 log = logging.getLogger("parkdesk.sla")
@@ -74,12 +76,13 @@ class EventHandlers:
         self._policy = policy
         self._now = now
         self.scheduler = ClockScheduler(self.on_milestones_due, now)
+        OPEN_CLOCKS.set_function(lambda: len(self.scheduler))
 
     async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
         async with self.scheduler.locked(event.ticket_id):
             clock = await self._store.start_once(start_clock(event, self._policy, source.partition))
             self.scheduler.add(clock)
-        await publish(self._broker, self._topics.sla, started_event(clock))
+        await self._say([started_event(clock)])
 
     async def on_ticket_acknowledged(self, event: TicketAcknowledged, _: Source) -> None:
         await self._change(event, lambda clock, e: acknowledge(clock, e.occurred_at), no_reaction)
@@ -144,19 +147,20 @@ class EventHandlers:
             else:
                 raise StaleClock(event.ticket_id)
             # Republished as the same events on a redelivery, so nothing is lost in between.
-            for said in reaction(clock, event):
-                await publish(self._broker, self._topics.sla, said)
+            await self._say(reaction(clock, event))
 
     async def on_milestones_due(self, due: Due) -> list[Clock]:
         # Published before they are marked fired: a crash in between fires them again, under
         # the same event ids, rather than never.
         now = self._now()
-        await publish_all(
-            self._broker,
-            self._topics.sla,
-            (milestone_event(clock, milestone, now) for clock, milestone in due),
-        )
+        await self._say([milestone_event(clock, milestone, now) for clock, milestone in due])
         return await self._store.save_all([clock.with_fired(m.name) for clock, m in due])
+
+    async def _say(self, events: list[Event]) -> None:
+        await publish_all(self._broker, self._topics.sla, events)
+        said = Counter((event.type, getattr(event, "department", "")) for event in events)
+        for (event_type, department), count in said.items():
+            SLA_EVENTS.labels(event_type, department).inc(count)
 
 
 def no_reaction(_: Clock, __: Event) -> list[Event]:

@@ -53,12 +53,18 @@ def create(settings: SlaSettings) -> FastAPI:
     consumer.on(TicketTransferred, handlers.on_ticket_transferred)
     consumer.on(TicketTransferRefused, handlers.on_transfer_refused)
 
-    app = service.create_app(
+    app = service.wired_app(
+        settings,
         NAME,
-        service.lifespan(
-            broker, client, credentials, store.ensure_indexes, background=[handlers.scheduler.run]
-        ),
         "The 24-hour clock of every ticket.",
+        service.Wiring(
+            broker,
+            client,
+            credentials,
+            consumer,
+            store.ensure_indexes,
+            background=[handlers.scheduler.run],
+        ),
     )
     app.include_router(routes(store, auth))
     app.include_router(report_routes(store, auth, utc_now))

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from pymongo import AsyncMongoClient
 
 from shared.auth import Role
@@ -418,6 +420,69 @@ async def test_poison_records_are_dead_lettered_and_partitions_move_on(
     assert any("not JSON" in reason for reason in reasons)
     assert any("schema version" in reason for reason in reasons)
     assert {r.value for r in watcher.records} >= {b"\x00not json"}
+
+
+async def test_every_service_is_ready_and_its_metrics_count_what_it_did(suite: Suite) -> None:
+    """After the tickets and poison of the tests above: every service reports ready, and its
+    /metrics show the events it handled, published and dead-lettered, and its consumer lag."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        for process in suite.processes:
+            ready = await http.get(f"{process.url}/ready")
+            assert ready.status_code == 200, (process.name, ready.text)
+            assert set(ready.json()["checks"]) == {"broker", "store", "consumer_group"}
+
+        async def samples(process: ServiceProcess) -> list[Sample]:
+            exposition = (await http.get(f"{process.url}/metrics")).text
+            return [s for f in text_string_to_metric_families(exposition) for s in f.samples]
+
+        def total(found: list[Sample], name: str, **labels: str) -> float:
+            return sum(
+                s.value
+                for s in found
+                if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+            )
+
+        routing = await samples(suite.routing)
+        assert (
+            total(
+                routing,
+                "parkdesk_events_consumed_total",
+                type="ticket.submitted",
+                outcome="handled",
+            )
+            >= 1
+        )
+        assert total(routing, "parkdesk_events_published_total", type="ticket.routed") >= 1
+        assert total(routing, "parkdesk_dead_letters_total") >= 2  # the two poison records
+        intake = await samples(suite.intake)
+        assert (
+            total(
+                intake,
+                "parkdesk_http_requests_total",
+                route="/v1/tickets",
+                method="POST",
+                status="202",
+            )
+            >= 1
+        )
+        sla = await samples(suite.sla)
+        assert total(sla, "parkdesk_sla_events_total", type="sla.breached") >= 1
+        assert any(s.name == "parkdesk_sla_open_clocks" for s in sla)
+        notify = await samples(suite.notify)
+        assert (
+            total(notify, "parkdesk_notifications_total", channel="webhook", status="delivered")
+            >= 1
+        )
+
+        async def lag_reported() -> bool:
+            found = await samples(suite.routing)
+            return any(s.name == "parkdesk_consumer_lag" for s in found)
+
+        for _ in range(30):  # the gauge is refreshed every 10 s
+            if await lag_reported():
+                break
+            await asyncio.sleep(1)
+        assert await lag_reported()
 
 
 async def test_an_accepted_ticket_survives_the_intake_that_accepted_it_dying(
