@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval bench
+	routing-eval bench deploy-tools deploy-check
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,14 @@ infra-status:
 run: infra ## start the four services; Ctrl-C stops them
 	@$(BIN)/python deploy/local/run.py
 
-test: infra check ## lint, type-check and run every test against real Kafka and FerretDB
+test: infra deploy-tools check ## lint, type-check and run every test against real Kafka and FerretDB
 	@$(BIN)/pytest
+
+deploy-tools: ## build the validators of deploy/ (kustomize, kubeconform, promtool, compose-config)
+	@deploy/tools/install.sh >/dev/null
+
+deploy-check: venv deploy-tools ## only the checks of deploy/: image, compose, Kubernetes, monitoring
+	@$(BIN)/pytest tests/deploy
 
 unit: venv ## only the tests that need no infrastructure
 	@$(BIN)/pytest tests/unit
@@ -69,8 +75,11 @@ fmt: venv
 	@$(BIN)/ruff format .
 	@$(BIN)/ruff check --fix .
 
-lock: venv ## re-resolve requirements.lock from pyproject.toml
+lock: venv ## re-resolve requirements.lock (development) and requirements-runtime.lock (images)
 	@$(BIN)/uv pip compile -q pyproject.toml --extra dev --python-version 3.11 --generate-hashes -o requirements.lock
+	@# The images install only what the services run, at the versions the tests ran.
+	@$(BIN)/uv pip compile -q pyproject.toml --python-version 3.11 --generate-hashes \
+		--constraint requirements.lock -o requirements-runtime.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

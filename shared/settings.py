@@ -13,7 +13,9 @@ Namespace = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
 class CommonSettings(BaseSettings):
     """Where the broker and the store are, and which namespace of topics and databases to use."""
 
-    model_config = SettingsConfigDict(env_prefix="PARKDESK_", extra="ignore")
+    # An empty variable means "not set": deployments pass optional settings through as
+    # ${VAR:-} and an unset one keeps its default.
+    model_config = SettingsConfigDict(env_prefix="PARKDESK_", extra="ignore", env_ignore_empty=True)
 
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27027/")
