@@ -26,6 +26,7 @@ from faststream.kafka.annotations import KafkaMessage
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.events import Event, UndecodableEvent, decode_event
+from shared.logs import CORRELATION_ID
 from shared.metrics import (
     CONSUMER_LAG,
     DEAD_LETTERS,
@@ -215,7 +216,12 @@ class EventConsumer:
             EVENTS_CONSUMED.labels(record.topic, event.type, "ignored").inc()
             return
         started = time.perf_counter()
-        outcome = await self._run(handler, event, record, source)
+        # The handler's logs carry the id of the request that caused the event.
+        token = CORRELATION_ID.set(event.correlation_id)
+        try:
+            outcome = await self._run(handler, event, record, source)
+        finally:
+            CORRELATION_ID.reset(token)
         HANDLER_LATENCY.labels(event.type).observe(time.perf_counter() - started)
         EVENTS_CONSUMED.labels(record.topic, event.type, outcome).inc()
 

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.auth import Authenticator
 from shared.credentials import CredentialRegistry
 from shared.kafka import EventConsumer
+from shared.logs import CorrelationIds, configure_logging
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetrics, generate_latest
 from shared.mongo import Document
 from shared.settings import ServiceSettings
@@ -26,15 +27,6 @@ from shared.settings import ServiceSettings
 S = TypeVar("S", bound=ServiceSettings)
 
 MAX_BODY_BYTES = 64 * 1024
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    # aiokafka's per-record debug and reconnect chatter hides what matters.
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
 
 
 class BodySizeLimit:
@@ -136,6 +128,7 @@ def create_app(
     )
     app.add_middleware(BodySizeLimit)
     app.add_middleware(HttpMetrics)
+    app.add_middleware(CorrelationIds)
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
     metrics_token = settings.metrics_token
 
@@ -235,16 +228,18 @@ def _lifespan(wiring: Wiring) -> Callable[[FastAPI], AbstractAsyncContextManager
     return running
 
 
-def serve(settings: S, create: Callable[[S], FastAPI]) -> None:
+def serve(service: str, settings: S, create: Callable[[S], FastAPI]) -> None:
     """A service's process: its settings from the environment, its app, and uvicorn.
 
     Uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes requests in flight and runs
     the lifespan shutdown, which stops the consumers (committing what they processed)."""
-    configure_logging(settings.log_level)
+    configure_logging(service, settings.log_level)
     uvicorn.run(
         create(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),
+        # The JSON logging configured above, not uvicorn's own.
+        log_config=None,
         timeout_graceful_shutdown=10,
     )

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -57,6 +58,9 @@ from shared.events import (
     TicketTransferred,
 )
 from shared.kafka import Source
+from shared.logs import CORRELATION_ID, correlation_id_from
+
+log = logging.getLogger("parkdesk.intake")
 
 
 class Body(BaseModel):
@@ -258,6 +262,12 @@ def routes(
         # died between claiming its key and storing its event.
         if await store.record(submitted, 1, recorded_at=now) is Recorded.STORED:
             await store.audit(submitted, "submit", principal, client_address(request), now)
+            log.info(
+                "ticket %s accepted: %s from %s",
+                submitted.ticket_id,
+                submitted.ticket.category.value,
+                principal.subject,
+            )
         relay.wake()
         return TicketAccepted(
             ticket_id=submitted.ticket_id,
@@ -471,8 +481,8 @@ def actor_of(principal: Principal) -> Actor:
 
 
 def correlation_id(request: Request) -> str:
-    given = request.headers.get("x-correlation-id", "")
-    return given if 0 < len(given) <= 128 else uuid.uuid4().hex
+    """The request's correlation id, which the service's middleware chose and logs under."""
+    return CORRELATION_ID.get() or correlation_id_from(request.headers.get("x-correlation-id"))
 
 
 def client_address(request: Request) -> str | None:

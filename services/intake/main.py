@@ -112,4 +112,4 @@ def create(settings: IntakeSettings) -> FastAPI:
 
 
 def run() -> None:
-    service.serve(IntakeSettings(), create)
+    service.serve(NAME, IntakeSettings(), create)

@@ -141,4 +141,4 @@ def create(settings: NotifySettings) -> FastAPI:
 
 
 def run() -> None:
-    service.serve(NotifySettings(), create)
+    service.serve(NAME, NotifySettings(), create)

@@ -1,5 +1,6 @@
 """routing's event and request handlers."""
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated
@@ -25,6 +26,8 @@ from shared.events import (
 )
 from shared.kafka import Source, publish
 from shared.topics import Topics
+
+log = logging.getLogger("parkdesk.routing")
 
 
 class EventHandlers:
@@ -58,6 +61,12 @@ class EventHandlers:
         )
         await publish(self._broker, self._topics.department(decision.department), assigned)
         await publish(self._broker, self._topics.tickets, routed_event(event, decision))
+        log.info(
+            "ticket %s routed to %s by rule %s",
+            event.ticket_id,
+            decision.department,
+            decision.rule_id or "(default)",
+        )
 
     async def on_ticket_action(self, event: TicketAction, _: Source) -> None:
         """Every step on a ticket also goes to the department that has it, on its topic, so

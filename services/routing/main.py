@@ -70,4 +70,4 @@ def create(settings: RoutingSettings) -> FastAPI:
 
 
 def run() -> None:
-    service.serve(RoutingSettings(), create)
+    service.serve(NAME, RoutingSettings(), create)

@@ -72,4 +72,4 @@ def create(settings: SlaSettings) -> FastAPI:
 
 
 def run() -> None:
-    service.serve(SlaSettings(), create)
+    service.serve(NAME, SlaSettings(), create)

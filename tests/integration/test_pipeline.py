@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import signal
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -420,6 +421,60 @@ async def test_poison_records_are_dead_lettered_and_partitions_move_on(
     assert any("not JSON" in reason for reason in reasons)
     assert any("schema version" in reason for reason in reasons)
     assert {r.value for r in watcher.records} >= {b"\x00not json"}
+
+
+async def test_one_correlation_id_follows_a_ticket_through_kafka_and_every_log(
+    suite: Suite,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+) -> None:
+    """The frontend's X-Correlation-ID comes back on the answer, rides every event of the
+    ticket (body and Kafka header), and marks the log lines each service writes about it;
+    every log line is JSON, and no line holds the contact's phone or e-mail."""
+    topics = settings.topics
+    watcher: TopicWatcher = await watch(topics.tickets, topics.sla)
+    correlation_id = f"portal-{uuid.uuid4().hex[:12]}"
+    body = ticket_body("孩子学籍", "员工搬到天津后，孩子的北京学籍如何保留？")
+    answer = await submit(
+        http,
+        suite.intake,
+        {**credential(Role.FRONTEND, "park-portal"), "X-Correlation-ID": correlation_id},
+        body,
+    )
+    assert answer.status_code == 202
+    assert answer.headers["x-correlation-id"] == correlation_id
+    ticket_id = answer.json()["ticket_id"]
+
+    def seen(types: set[str]) -> bool:
+        return types <= {e["type"] for e in watcher.events(ticket_id=ticket_id)}
+
+    await watcher.wait_for(
+        lambda _: seen({"ticket.submitted", "ticket.routed", "sla.started"}), 60, "the ticket"
+    )
+    of_ticket = [record for record in watcher.records if record.key == ticket_id.encode()]
+    assert len(of_ticket) >= 3
+    for record in of_ticket:
+        assert dict(record.headers)["correlation-id"].decode() == correlation_id
+        assert json.loads(record.value or b"")["correlation_id"] == correlation_id
+
+    def log_lines(process: ServiceProcess) -> list[dict[str, Any]]:
+        text = (process.log_dir / f"{process.name}.{process.starts}.log").read_text()
+        assert body["contact"]["email"] not in text
+        assert body["contact"]["phone"] not in text
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    for process, says in ((suite.intake, "accepted"), (suite.routing, "routed to")):
+        about_it = [
+            line
+            for line in log_lines(process)
+            if line.get("correlation_id") == correlation_id and ticket_id in line["message"]
+        ]
+        assert any(says in line["message"] for line in about_it), process.name
+        assert all(line["service"] == process.name for line in about_it)
+    for process in (suite.sla, suite.notify):
+        log_lines(process)  # JSON throughout, nothing personal
 
 
 async def test_every_service_is_ready_and_its_metrics_count_what_it_did(suite: Suite) -> None:
