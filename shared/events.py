@@ -281,6 +281,19 @@ class TicketAssigned(Event):
     ticket: Ticket
 
 
+FORWARDED_ACTIONS: tuple[type[TicketAction], ...] = (
+    TicketAcknowledged,
+    TicketCommented,
+    TicketInformationRequested,
+    TicketInformationProvided,
+    TicketResolved,
+    TicketClosed,
+    TicketReopened,
+)
+"""The steps routing forwards to the topic of the department that has the ticket (a transfer
+is not forwarded: the new department gets `ticket.assigned`)."""
+
+
 # --- the clock, on <namespace>.sla ------------------------------------------------------
 
 

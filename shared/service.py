@@ -10,12 +10,13 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import asyncapi
 from shared.auth import Authenticator
 from shared.credentials import CredentialRegistry
 from shared.kafka import EventConsumer
@@ -149,6 +150,17 @@ def create_app(
             {"status": "ready" if status == 200 else "not ready", "checks": results},
             status_code=status,
         )
+
+    events = asyncapi.document(settings.topics)
+    events_page = asyncapi.html(events)
+
+    @app.get("/asyncapi.json", tags=["documentation"], summary="The events, as AsyncAPI 3.0")
+    async def asyncapi_document() -> dict[str, Any]:
+        return events
+
+    @app.get("/asyncapi", tags=["documentation"], summary="The events, for people to read")
+    async def asyncapi_page() -> HTMLResponse:
+        return HTMLResponse(events_page)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
     async def metrics(request: Request) -> Response:

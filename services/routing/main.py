@@ -10,17 +10,7 @@ from services.routing.handlers import EventHandlers, routes
 from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared import service
-from shared.events import (
-    TicketAcknowledged,
-    TicketClosed,
-    TicketCommented,
-    TicketInformationProvided,
-    TicketInformationRequested,
-    TicketReopened,
-    TicketResolved,
-    TicketSubmitted,
-    TicketTransferred,
-)
+from shared.events import FORWARDED_ACTIONS, TicketSubmitted, TicketTransferred
 from shared.kafka import EventConsumer, make_broker
 from shared.mongo import connect
 
@@ -41,15 +31,7 @@ def create(settings: RoutingSettings) -> FastAPI:
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
     consumer.on(TicketTransferred, handlers.on_ticket_transferred)
-    for action in (
-        TicketAcknowledged,
-        TicketCommented,
-        TicketInformationRequested,
-        TicketInformationProvided,
-        TicketResolved,
-        TicketClosed,
-        TicketReopened,
-    ):
+    for action in FORWARDED_ACTIONS:
         consumer.on(action, handlers.on_ticket_action)
 
     app = service.wired_app(
