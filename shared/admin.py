@@ -116,7 +116,7 @@ def _main(argv: list[str] | None) -> None:
             args.subject,
             timedelta(days=args.days),
         )
-        asyncio.run(_record(service_settings, issued))
+        asyncio.run(record_credential(service_settings, issued))
         log.info(
             "credential %s for %s %s, valid until %s",
             issued.credential_id,
@@ -128,14 +128,15 @@ def _main(argv: list[str] | None) -> None:
     else:
         settings = CommonSettings()
         asyncio.run(
-            _record(
+            record_credential(
                 settings, CredentialRevoked(credential_id=args.credential_id, reason=args.reason)
             )
         )
         log.info("credential %s revoked", args.credential_id)
 
 
-async def _record(settings: CommonSettings, event: CredentialEvent) -> None:
+async def record_credential(settings: CommonSettings, event: CredentialEvent) -> None:
+    """Puts an issue or a revocation on the credentials topic, confirmed by the brokers."""
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
     )

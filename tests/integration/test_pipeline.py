@@ -15,12 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import AsyncMongoClient
 
+from shared import asyncapi
 from shared.auth import Role
+from shared.departments import DEPARTMENTS
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
 from tests.harness import (
@@ -475,6 +477,54 @@ async def test_one_correlation_id_follows_a_ticket_through_kafka_and_every_log(
         assert all(line["service"] == process.name for line in about_it)
     for process in (suite.sla, suite.notify):
         log_lines(process)  # JSON throughout, nothing personal
+
+
+async def test_every_event_the_suite_published_is_in_its_asyncapi_document(
+    suite: Suite, http: httpx.AsyncClient, settings: CommonSettings, watch: Callable[..., Any]
+) -> None:
+    """After the tickets of the tests above: each event type found on each topic is one the
+    served AsyncAPI document lists for that topic."""
+    topics = settings.topics
+    names = [
+        topics.tickets,
+        topics.sla,
+        topics.notifications,
+        *(topics.department(code) for code in DEPARTMENTS),
+    ]
+    probe = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await probe.start()
+    try:
+        partitions = [
+            TopicPartition(name, partition)
+            for name in names
+            for partition in range(topics.spec(name).partitions)
+        ]
+        ends = await probe.end_offsets(partitions)
+    finally:
+        await probe.stop()
+    watcher: TopicWatcher = await watch(*names)
+
+    def caught_up(_: TopicWatcher) -> bool:
+        seen: dict[tuple[str, int], int] = {}
+        for r in watcher.records:
+            seen[(r.topic, r.partition)] = max(seen.get((r.topic, r.partition), -1), r.offset)
+        return all(seen.get((tp.topic, tp.partition), -1) >= end - 1 for tp, end in ends.items())
+
+    await watcher.wait_for(caught_up, 60, "every record published so far")
+    document = (await http.get(f"{suite.intake.url}/asyncapi.json")).json()
+    found: dict[str, set[str]] = {}
+    for record in watcher.records:
+        try:
+            event_type = json.loads(record.value or b"")["type"]
+        except (ValueError, KeyError, TypeError):
+            continue  # the poison records of the dead-letter test
+        found.setdefault(record.topic, set()).add(event_type)
+    assert {"ticket.submitted", "ticket.routed", "sla.started", "notification.sent"} <= set().union(
+        *found.values()
+    )
+    for topic, types in found.items():
+        undocumented = types - asyncapi.event_types(document, topic)
+        assert not undocumented, f"{topic} carries {undocumented}, not in the AsyncAPI document"
 
 
 async def test_every_service_is_ready_and_its_metrics_count_what_it_did(suite: Suite) -> None:
