@@ -5,8 +5,10 @@ expires, and is signed with PARKDESK_AUTH_SECRET (HS256). Each service checks th
 and the role a route needs; scoping to the subject is the route's business.
 """
 
+import math
+import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -83,14 +85,70 @@ def verify_credential(secret: str, token: str) -> Principal:
 _bearer = HTTPBearer(auto_error=False)
 
 
+@dataclass(frozen=True, slots=True)
+class Limit:
+    per_second: float
+    burst: int
+
+    def __post_init__(self) -> None:
+        if self.per_second <= 0 or self.burst < 1:
+            raise ValueError("a rate limit needs per_second > 0 and burst >= 1")
+
+
+DEFAULT_LIMITS: dict[Role, Limit] = {
+    # One frontend credential carries every enterprise that uses the park's portal.
+    Role.FRONTEND: Limit(per_second=2000, burst=4000),
+    Role.ENTERPRISE: Limit(per_second=5, burst=20),
+    Role.DEPARTMENT: Limit(per_second=20, burst=50),
+    Role.SUPERVISOR: Limit(per_second=20, burst=50),
+    Role.ADMIN: Limit(per_second=20, burst=50),
+}
+
+
+class RateLimiter:
+    """A token bucket per credential: a flood from one credential is refused with 429 while
+    every other credential goes on. Per process: N replicas admit up to N times the limit."""
+
+    MAX_TRACKED = 100_000
+
+    def __init__(
+        self,
+        limits: Mapping[Role, Limit] = DEFAULT_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = limits
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def wait_seconds(self, principal: "Principal") -> float:
+        """Takes a token for the credential; 0 if it had one, else how long until it will."""
+        limit = self._limits[principal.role]
+        now = self._clock()
+        tokens, then = self._buckets.get(principal.credential_id, (float(limit.burst), now))
+        tokens = min(float(limit.burst), tokens + (now - then) * limit.per_second)
+        if tokens >= 1:
+            if len(self._buckets) >= self.MAX_TRACKED:
+                self._buckets.clear()  # Forgetting buckets only ever admits more.
+            self._buckets[principal.credential_id] = (tokens - 1, now)
+            return 0.0
+        self._buckets[principal.credential_id] = (tokens, now)
+        return (1 - tokens) / limit.per_second
+
+
 class Authenticator:
     """FastAPI dependency factory: `Depends(auth.require(Role.X, ...))` on every route.
 
     A credential passes if its signature holds, it has not expired, and it is not revoked."""
 
-    def __init__(self, secret: str, is_revoked: Callable[[str], bool] = lambda _: False) -> None:
+    def __init__(
+        self,
+        secret: str,
+        is_revoked: Callable[[str], bool] = lambda _: False,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._secret = secret
         self._is_revoked = is_revoked
+        self._limiter = limiter or RateLimiter()
 
     def require(self, *roles: Role) -> Callable[..., Awaitable[Principal]]:
         allowed = frozenset(roles)
@@ -117,6 +175,13 @@ class Authenticator:
             if found.role not in allowed:
                 raise HTTPException(
                     status.HTTP_403_FORBIDDEN, f"role {found.role.value!r} may not do this"
+                )
+            wait = self._limiter.wait_seconds(found)
+            if wait > 0:
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    "too many requests with this credential; slow down",
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
             return found
 

@@ -17,7 +17,7 @@ from pymongo.errors import ConnectionFailure
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared import asyncapi
-from shared.auth import Authenticator
+from shared.auth import DEFAULT_LIMITS, Authenticator, RateLimiter
 from shared.credentials import CredentialRegistry
 from shared.kafka import EventConsumer
 from shared.logs import CorrelationIds, configure_logging
@@ -209,7 +209,11 @@ def authentication(settings: ServiceSettings) -> tuple[Authenticator, Credential
     """The service's credential check, which refuses what the credentials topic revoked."""
     topics = settings.topics
     registry = CredentialRegistry(settings.kafka_bootstrap_servers, topics.spec(topics.credentials))
-    return Authenticator(settings.auth_secret.get_secret_value(), registry.is_revoked), registry
+    limiter = RateLimiter({**DEFAULT_LIMITS, **settings.rate_limits})
+    authenticator = Authenticator(
+        settings.auth_secret.get_secret_value(), registry.is_revoked, limiter
+    )
+    return authenticator, registry
 
 
 def _lifespan(wiring: Wiring) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:

@@ -5,6 +5,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.auth import Limit, Role
 from shared.topics import Topics
 
 Namespace = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$")]
@@ -42,6 +43,11 @@ class ServiceSettings(CommonSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "INFO"
+    rate_limits: dict[Role, Limit] = Field(
+        default_factory=dict,
+        description="Requests per second and burst per credential, by role, over the defaults, "
+        'e.g. {"enterprise": {"per_second": 2, "burst": 10}}.',
+    )
     metrics_token: SecretStr | None = Field(
         default=None,
         min_length=16,
