@@ -433,8 +433,11 @@ def decode_event(raw: bytes) -> Event:
         raise UndecodableEvent(f"not JSON: {exc}") from None
     if not isinstance(document, dict):
         raise UndecodableEvent("not a JSON object")
-    key = (document.get("type"), document.get("schema_version"))
-    model = EVENT_MODELS.get(key)  # type: ignore[arg-type]
+    event_type, version = document.get("type"), document.get("schema_version")
+    # Anything may arrive here: a list or an object as the type is refused, not a crash.
+    known = isinstance(event_type, str) and type(version) is int
+    model = EVENT_MODELS.get((event_type, version)) if known else None  # type: ignore[arg-type]
+    key = (event_type, version)
     if model is None:
         raise UndecodableEvent(f"unknown event type or schema version: {key[0]!r} v{key[1]!r}")
     try:

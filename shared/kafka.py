@@ -207,8 +207,11 @@ class EventConsumer:
         source = Source(record.topic, record.partition, record.offset)
         try:
             event = decode_event(record.value or b"")
-        except UndecodableEvent as exc:
-            await self.dead_letter(record, str(exc))
+        except Exception as exc:
+            # UndecodableEvent says why; anything else is a decoding bug, and still no reason
+            # to block the partition behind this record.
+            reason = str(exc) if isinstance(exc, UndecodableEvent) else f"undecodable: {exc!r}"
+            await self.dead_letter(record, reason)
             EVENTS_CONSUMED.labels(record.topic, "undecodable", "dead_lettered").inc()
             return
         handler = self._handlers.get(type(event))

@@ -5,6 +5,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import random
 import signal
 import uuid
 from collections import Counter
@@ -23,6 +24,7 @@ from pymongo import AsyncMongoClient
 from shared import asyncapi
 from shared.auth import Role
 from shared.departments import DEPARTMENTS
+from shared.events import UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
 from tests.harness import (
@@ -32,6 +34,7 @@ from tests.harness import (
     submit,
     ticket_body,
 )
+from tests.unit.samples import sample_events
 
 pytestmark = pytest.mark.integration
 
@@ -425,6 +428,85 @@ async def test_poison_records_are_dead_lettered_and_partitions_move_on(
     assert {r.value for r in watcher.records} >= {b"\x00not json"}
 
 
+def undecodable_payloads(count: int, seed: int) -> list[bytes]:
+    """Random bytes and mutations of valid events of every type, kept only if decoding refuses
+    them: each must reach the dead letters of every group that reads its topic."""
+    rng = random.Random(seed)
+    valid = [event.model_dump(mode="json") for event in sample_events()]
+    payloads: list[bytes] = []
+    while len(payloads) < count:
+        if rng.random() < 0.3:
+            raw = rng.randbytes(rng.randint(0, 200))
+        else:
+            document = dict(rng.choice(valid))
+            key = rng.choice(sorted(document))
+            choice = rng.random()
+            if choice < 0.3:
+                del document[key]
+            elif choice < 0.6:
+                document[key] = rng.choice([None, [], {}, 7, -1.5, "", "x" * 300, True])
+            else:
+                document[f"unexpected_{rng.randint(0, 99)}"] = 1
+            raw = json.dumps(document).encode()
+        try:
+            decode_event(raw)
+        except UndecodableEvent:
+            payloads.append(raw)
+    return payloads
+
+
+async def test_random_and_mutated_payloads_are_dead_lettered_and_nothing_stops(
+    suite: Suite, settings: CommonSettings, watch: Callable[..., Any]
+) -> None:
+    topics = settings.topics
+    readers = {
+        topics.tickets: ("intake", "routing", "sla", "notify"),
+        topics.sla: ("intake", "notify"),
+    }
+    watcher: TopicWatcher = await watch(topics.dead_letters)
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    sent = {}
+    try:
+        for topic in readers:
+            payloads = undecodable_payloads(25, seed=len(topic))
+            sent[topic] = [
+                await producer.send_and_wait(topic, raw, key=b"fuzz") for raw in payloads
+            ]
+    finally:
+        await producer.stop()
+
+    for topic, groups in readers.items():
+        last = sent[topic][-1]
+        for group in groups:
+            await wait_committed_past(
+                settings, f"{settings.namespace}-{group}", topic, last.partition, last.offset, 120
+            )
+
+    def dead_lettered(topic: str, offset: int) -> set[str]:
+        return {
+            dict(r.headers)["dlt-service"].decode()
+            for r in watcher.records
+            if dict(r.headers).get("dlt-source-topic") == topic.encode()
+            and dict(r.headers).get("dlt-source-offset") == str(offset).encode()
+        }
+
+    await watcher.wait_for(
+        lambda _: all(
+            dead_lettered(topic, record.offset) == set(readers[topic])
+            for topic, records in sent.items()
+            for record in records
+        ),
+        60,
+        "a dead letter from every reader of every payload",
+    )
+    async with httpx.AsyncClient(timeout=10) as http:
+        for process in suite.processes:
+            assert process.process is not None
+            assert process.process.poll() is None, f"{process.name} died"
+            assert (await http.get(f"{process.url}/health")).status_code == 200
+
+
 async def test_one_correlation_id_follows_a_ticket_through_kafka_and_every_log(
     suite: Suite,
     http: httpx.AsyncClient,
@@ -515,9 +597,9 @@ async def test_every_event_the_suite_published_is_in_its_asyncapi_document(
     found: dict[str, set[str]] = {}
     for record in watcher.records:
         try:
-            event_type = json.loads(record.value or b"")["type"]
-        except (ValueError, KeyError, TypeError):
-            continue  # the poison records of the dead-letter test
+            event_type = decode_event(record.value or b"").type
+        except UndecodableEvent:
+            continue  # the poison and fuzz records of the dead-letter tests
         found.setdefault(record.topic, set()).add(event_type)
     assert {"ticket.submitted", "ticket.routed", "sla.started", "notification.sent"} <= set().union(
         *found.values()

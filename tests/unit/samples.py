@@ -1,11 +1,18 @@
 """Tickets and events for unit tests."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
+from typing import get_args
 
 from shared.events import (
+    Actor,
+    ActorRole,
+    AnyEvent,
     Category,
+    Channel,
     Contact,
     Enterprise,
+    Event,
     Language,
     Origin,
     Priority,
@@ -55,3 +62,44 @@ def sample_routed(submitted_at: datetime, ticket: str) -> TicketRouted:
         submitted_at=submitted_at,
         resolution_due_at=submitted_at + timedelta(hours=24),
     )
+
+
+def sample_events() -> list[Event]:
+    """One valid event of every type, its required fields filled by their names."""
+    at = datetime(2026, 11, 29, 8, 0, tzinfo=UTC)
+    by_name: dict[str, object] = {
+        "ticket": sample_ticket(at),
+        "actor": Actor(role=ActorRole.DEPARTMENT, id="tj-tax"),
+        "category": Category.DAILY_LIFE,
+        "priority": Priority.NORMAL,
+        "rating": 5,
+        "threshold": 0.5,
+        "in_time": True,
+        "remaining_seconds": 60.0,
+        "overdue_seconds": 60.0,
+        "channel": Channel.WEBHOOK,
+        "notification_id": "n-1",
+        "recipient": "tj-tax",
+        "trigger_type": "sla.breached",
+    }
+    events = []
+    for model in get_args(AnyEvent):
+        fields: dict[str, object] = {
+            "ticket_id": sample_ticket(at).ticket_id,
+            "correlation_id": "c",
+        }
+        for name, field in model.model_fields.items():
+            if not field.is_required() or name in fields:
+                continue
+            if name in by_name:
+                fields[name] = by_name[name]
+            elif name.endswith("department") or name == "escalated_to":
+                fields[name] = "tj-tax"
+            elif name.endswith("_at"):
+                fields[name] = at
+            elif name.endswith("_event_id"):
+                fields[name] = uuid.UUID(int=1)
+            else:
+                fields[name] = "a note"
+        events.append(model(**fields))
+    return events
