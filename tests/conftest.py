@@ -14,6 +14,7 @@ from pymongo import AsyncMongoClient
 
 from shared.admin import provision_topics
 from shared.auth import Role, issue_credential
+from shared.events import UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.harness import Infra, infrastructure
 
@@ -109,13 +110,12 @@ class TopicWatcher:
         for record in self.records:
             if topic and record.topic != topic:
                 continue
+            # Poison and fuzz records from other tests share the topics: only events count.
             try:
-                event = json.loads(record.value or b"")
-            except ValueError:
+                decode_event(record.value or b"")
+            except UndecodableEvent:
                 continue
-            # Poison records from other tests share the topics: only ticket events count.
-            if not isinstance(event, dict) or "ticket_id" not in event:
-                continue
+            event = json.loads(record.value or b"")
             if ticket_id is None or event["ticket_id"] == ticket_id:
                 found.append(event)
         return found

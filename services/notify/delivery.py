@@ -136,16 +136,16 @@ class Dispatcher:
         self._in_flight: dict[str, asyncio.Task[None]] = {}
         self._http = httpx.AsyncClient()
 
-    def submit(self, notification: Notification) -> None:
+    def submit(self, notification: Notification, recovered: bool = False) -> None:
         if notification.id not in self._in_flight:
-            task = asyncio.create_task(self._deliver(notification))
+            task = asyncio.create_task(self._deliver(notification, recovered))
             self._in_flight[notification.id] = task
             task.add_done_callback(lambda _: self._in_flight.pop(notification.id, None))
 
     async def recover(self, owners: Iterable[str]) -> None:
         """Resumes what a previous owner of these partitions stored but did not deliver."""
         for notification in await self._store.pending(owners):
-            self.submit(notification)
+            self.submit(notification, recovered=True)
 
     async def drain(self) -> None:
         """Waits until every delivery under way has ended, delivered or given up."""
@@ -158,8 +158,12 @@ class Dispatcher:
         await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
         await self._http.aclose()
 
-    async def _deliver(self, notification: Notification) -> None:
+    async def _deliver(self, notification: Notification, recovered: bool = False) -> None:
         async with self._slots:
+            # What recovery found pending may have ended since it looked (a delivery of this
+            # instance that finished meanwhile): sent again, a department would get it twice.
+            if recovered and await self._store.has_ended(notification.id):
+                return
             try:
                 attempts = await self._send(notification)
             except DeliveryFailed as failure:

@@ -186,6 +186,9 @@ class NotifyStore:
             },
         )
 
+    async def has_ended(self, notification_id: str) -> bool:
+        return await self._outcomes.find_one({"_id": notification_id}, {"_id": 1}) is not None
+
     async def note_attempt(
         self, notification_id: str, attempt: int, error: str, now: datetime
     ) -> None:

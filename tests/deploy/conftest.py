@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 import yaml
 from pydantic import SecretStr
-from pydantic_core import PydanticUndefined
 
 from services.intake.config import IntakeSettings
 from services.notify.config import NotifySettings
@@ -52,7 +51,7 @@ def must_be_set(settings: type[ServiceSettings]) -> set[str]:
     required = set()
     for name, field in settings.model_fields.items():
         secret = SecretStr in getattr(field.annotation, "__args__", (field.annotation,))
-        if field.default is PydanticUndefined or secret:
+        if field.is_required() or secret:
             required.add(f"PARKDESK_{name.upper()}")
     return required | DEPLOYMENT_SPECIFIC
 
