@@ -52,10 +52,11 @@ unit: venv ## only the tests that need no infrastructure
 integration: infra
 	@$(BIN)/pytest tests/integration
 
-bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 15 minutes)
+bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 25 minutes)
 	@$(BIN)/python -m bench.routing
 	@$(BIN)/python -m bench.sla
 	@$(BIN)/python -m bench.notify
+	@$(BIN)/python -m bench.e2e
 
 routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
 	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl
