@@ -66,11 +66,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
-async def observe(settings: CommonSettings, seen: Observed, ready: asyncio.Event) -> None:
-    topics = settings.topics
+async def reading_from_now(settings: CommonSettings, *topics: str) -> AIOKafkaConsumer:
+    """A started consumer with its partitions assigned, reading what comes from now on."""
     consumer = AIOKafkaConsumer(
-        topics.notifications,
-        *(topics.department(code) for code in DEPARTMENTS),
+        *topics,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         auto_offset_reset="latest",
         enable_auto_commit=False,
@@ -78,6 +77,14 @@ async def observe(settings: CommonSettings, seen: Observed, ready: asyncio.Event
     await consumer.start()
     while not consumer.assignment():  # noqa: ASYNC110 - the client gives no signal
         await asyncio.sleep(0.05)
+    return consumer
+
+
+async def observe(settings: CommonSettings, seen: Observed, ready: asyncio.Event) -> None:
+    topics = settings.topics
+    consumer = await reading_from_now(
+        settings, topics.notifications, *(topics.department(code) for code in DEPARTMENTS)
+    )
     ready.set()
     try:
         async for record in consumer:
@@ -181,15 +188,7 @@ async def full_speed(
 async def raw_ceiling(settings: CommonSettings, count: int, size: int) -> dict[str, Any]:
     """aiokafka alone: as many records of the events' size as it carries, produce→consume."""
     topic = settings.topics.tickets  # the suite's own layout: 6 partitions, same broker
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="latest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    while not consumer.assignment():  # noqa: ASYNC110 - the client gives no signal
-        await asyncio.sleep(0.05)
+    consumer = await reading_from_now(settings, topic)
     await consumer.seek_to_end()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", enable_idempotence=True
