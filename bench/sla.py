@@ -25,6 +25,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
 
 from services.sla.domain import Clock, SlaPolicy, Targets, start_clock
 from services.sla.handlers import ClockOwnership, EventHandlers
@@ -33,7 +34,7 @@ from services.sla.timers import ClockScheduler, Due
 from shared.admin import provision_topics
 from shared.events import Category, Priority, TicketRouted
 from shared.kafka import make_broker
-from shared.mongo import connect
+from shared.mongo import Document, connect
 from shared.settings import CommonSettings
 
 RESULTS = Path(__file__).with_name("results")
@@ -196,6 +197,12 @@ async def with_namespace(work: Any) -> Any:
         await admin.start()
         await admin.delete_topics([spec.name for spec in settings.topics.specs()])
         await admin.close()
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            settings.mongodb_url.get_secret_value()
+        )
+        for service in ("intake", "routing", "sla", "notify"):
+            await client.drop_database(settings.database_name(service))
+        await client.close()
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from shared.settings import CommonSettings
 from tests.harness import Infra, infrastructure
 
 AUTH_SECRET = secrets.token_hex(32)
+SERVICES = ("intake", "routing", "sla", "notify")
 
 
 @pytest.fixture(scope="session")
@@ -44,10 +45,10 @@ async def settings(infra: Infra) -> AsyncIterator[CommonSettings]:
         await admin.delete_topics([spec.name for spec in settings.topics.specs()])
     finally:
         await admin.close()
+    # Dropped by name: listing every database of a long-used local FerretDB can take minutes.
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
-    for name in await client.list_database_names():
-        if name.startswith(namespace + "_"):
-            await client.drop_database(name)
+    for service in SERVICES:
+        await client.drop_database(settings.database_name(service))
     await client.close()
 
 
