@@ -29,10 +29,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from shared.admin import record_credential
+from shared.admin import issue_recorded, record_credential
 from shared.auth import Role
 from shared.credentials import CredentialRevoked
-from shared.credentials import issue as issue_credential
 from shared.logs import masked
 from shared.settings import CommonSettings, ServiceSettings
 
@@ -430,11 +429,10 @@ def issue(
     days: Annotated[float, typer.Option(help="validity in days")] = 30,
 ) -> None:
     """Print a new bearer credential, recorded on the credentials topic (its hash only)."""
-    settings = ServiceSettings()  # needs PARKDESK_AUTH_SECRET
-    token, issued = issue_credential(
-        settings.auth_secret.get_secret_value(), role, subject, timedelta(days=days)
+    # ServiceSettings: the signing key PARKDESK_AUTH_SECRET is needed.
+    token, issued = asyncio.run(
+        issue_recorded(ServiceSettings(), role, subject, timedelta(days=days))
     )
-    asyncio.run(record_credential(settings, issued))
     err.print(
         f"credential {issued.credential_id} for {role.value} {subject}, valid until "
         f"{issued.expires_at:%Y-%m-%d %H:%M} UTC"

@@ -12,7 +12,13 @@ from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from shared.auth import Role
-from shared.credentials import CredentialEvent, CredentialRevoked, issue, record
+from shared.credentials import (
+    CredentialEvent,
+    CredentialIssued,
+    CredentialRevoked,
+    issue,
+    record,
+)
 from shared.settings import CommonSettings, ServiceSettings
 from shared.topics import TopicSpec
 
@@ -109,14 +115,11 @@ def _main(argv: list[str] | None) -> None:
         total = len(settings.topics.specs())
         print(f"topics of namespace {settings.namespace!r}: {len(created)} created, {total} in all")
     elif args.command == "issue-credential":
-        service_settings = ServiceSettings()
-        token, issued = issue(
-            service_settings.auth_secret.get_secret_value(),
-            Role(args.role),
-            args.subject,
-            timedelta(days=args.days),
+        token, issued = asyncio.run(
+            issue_recorded(
+                ServiceSettings(), Role(args.role), args.subject, timedelta(days=args.days)
+            )
         )
-        asyncio.run(record_credential(service_settings, issued))
         log.info(
             "credential %s for %s %s, valid until %s",
             issued.credential_id,
@@ -133,6 +136,15 @@ def _main(argv: list[str] | None) -> None:
             )
         )
         log.info("credential %s revoked", args.credential_id)
+
+
+async def issue_recorded(
+    settings: ServiceSettings, role: Role, subject: str, valid_for: timedelta
+) -> tuple[str, CredentialIssued]:
+    """A new credential, recorded on the credentials topic before its token is handed out."""
+    token, issued = issue(settings.auth_secret.get_secret_value(), role, subject, valid_for)
+    await record_credential(settings, issued)
+    return token, issued
 
 
 async def record_credential(settings: CommonSettings, event: CredentialEvent) -> None:
