@@ -24,17 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from pymongo import AsyncMongoClient
 
 from services.sla.domain import Clock, SlaPolicy, Targets, start_clock
 from services.sla.handlers import ClockOwnership, EventHandlers
 from services.sla.store import SealedClock, SlaStore, document_of
 from services.sla.timers import ClockScheduler, Due
-from shared.admin import provision_topics
+from shared.admin import provision_topics, remove_namespace
 from shared.events import Category, Priority, TicketRouted
 from shared.kafka import make_broker
-from shared.mongo import Document, connect
+from shared.mongo import connect
 from shared.settings import CommonSettings
 
 RESULTS = Path(__file__).with_name("results")
@@ -193,16 +191,7 @@ async def with_namespace(work: Any) -> Any:
     try:
         return await work(settings)
     finally:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-        await admin.start()
-        await admin.delete_topics([spec.name for spec in settings.topics.specs()])
-        await admin.close()
-        client: AsyncMongoClient[Document] = AsyncMongoClient(
-            settings.mongodb_url.get_secret_value()
-        )
-        for service in ("intake", "routing", "sla", "notify"):
-            await client.drop_database(settings.database_name(service))
-        await client.close()
+        await remove_namespace(settings)
 
 
 def main() -> None:

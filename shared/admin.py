@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 from pydantic import ValidationError
+from pymongo import AsyncMongoClient
 
 from shared.auth import Role
 from shared.credentials import (
@@ -19,10 +20,33 @@ from shared.credentials import (
     issue,
     record,
 )
+from shared.mongo import Document
 from shared.settings import CommonSettings, ServiceSettings
 from shared.topics import TopicSpec
 
 log = logging.getLogger("parkdesk.admin")
+
+
+SERVICES = ("intake", "routing", "sla", "notify")
+
+
+async def remove_namespace(settings: CommonSettings) -> None:
+    """Deletes a namespace's topics and its services' databases (a test run's, a benchmark's).
+
+    Databases are dropped by name: listing every database of a long-used local FerretDB can
+    take minutes."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics([spec.name for spec in settings.topics.specs()])
+    finally:
+        await admin.close()
+    client: AsyncMongoClient[Document] = AsyncMongoClient(settings.mongodb_url.get_secret_value())
+    try:
+        for service in SERVICES:
+            await client.drop_database(settings.database_name(service))
+    finally:
+        await client.close()
 
 
 async def provision_topics(settings: CommonSettings, wait_seconds: float = 60) -> list[str]:

@@ -12,14 +12,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
-from shared.admin import provision_topics
+from shared.admin import provision_topics, remove_namespace
 from shared.auth import Role, issue_credential
 from shared.events import UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.harness import Infra, infrastructure
 
 AUTH_SECRET = secrets.token_hex(32)
-SERVICES = ("intake", "routing", "sla", "notify")
 
 
 @pytest.fixture(scope="session")
@@ -39,17 +38,7 @@ async def settings(infra: Infra) -> AsyncIterator[CommonSettings]:
     )
     await provision_topics(settings)
     yield settings
-    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka_bootstrap_servers)
-    await admin.start()
-    try:
-        await admin.delete_topics([spec.name for spec in settings.topics.specs()])
-    finally:
-        await admin.close()
-    # Dropped by name: listing every database of a long-used local FerretDB can take minutes.
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(infra.mongodb_url)
-    for service in SERVICES:
-        await client.drop_database(settings.database_name(service))
-    await client.close()
+    await remove_namespace(settings)
 
 
 @pytest.fixture(scope="session")
