@@ -48,3 +48,18 @@ async def insert_once(collection: AsyncCollection[Document], document: Document)
         return True
     except DuplicateKeyError:
         return False
+
+
+async def insert_all_once(
+    collection: AsyncCollection[Document], documents: list[Document]
+) -> set[int]:
+    """Inserts every document whose key is new; returns the positions of those that existed."""
+    if not documents:
+        return set()
+    try:
+        await collection.insert_many(documents, ordered=False)
+    except BulkWriteError as exc:
+        if not is_duplicate_key(exc):
+            raise
+        return {error["index"] for error in exc.details["writeErrors"]}
+    return set()

@@ -13,12 +13,13 @@ class IntakeSettings(ServiceSettings):
         gt=0,
         description="How long after resolution an enterprise may reopen.",
     )
-    relay_enabled: bool = Field(
-        default=True,
-        description="Run the outbox relay in this process. Exactly one intake instance per "
-        "database should: extra API-only replicas set this to false.",
+    relay_batch_size: int = Field(
+        default=500, ge=1, description="At most this many events per publish to Kafka."
     )
-    relay_batch_size: int = Field(default=500, ge=1)
-    relay_idle_seconds: float = Field(
-        default=1.0, gt=0, description="How often the outbox is swept when nothing woke the relay."
+    outbox_sweep_seconds: float = Field(default=10.0, gt=0, description="How often to sweep.")
+    outbox_sweep_grace_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How old an unpublished event must be before the sweep publishes it: "
+        "longer than a request takes, plus the clock difference between instances.",
     )

@@ -177,6 +177,11 @@ class TicketState:
     history: tuple[Event, ...] = field(default=())
 
     @property
+    def own_events(self) -> list[Event]:
+        """intake's own events of the ticket, in sequence order."""
+        return [e for e in self.history if isinstance(e, TicketSubmitted | TicketAction)]
+
+    @property
     def resolution_due_at(self) -> datetime:
         return self.due_at or self.ticket.resolution_due_at
 

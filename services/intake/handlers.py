@@ -260,7 +260,9 @@ def routes(
         )
         # For a retry this finds the event stored already, or completes a first request that
         # died between claiming its key and storing its event.
-        if await store.record(submitted, 1, recorded_at=now) is Recorded.STORED:
+        recorded = await store.record(submitted, 1, recorded_at=now)
+        if recorded is Recorded.STORED:
+            relay.submit([submitted])
             await store.audit(submitted, "submit", principal, client_address(request), now)
             log.info(
                 "ticket %s accepted: %s from %s",
@@ -268,7 +270,8 @@ def routes(
                 submitted.ticket.category.value,
                 principal.subject,
             )
-        relay.wake()
+        else:
+            await relay.submit_unless_relayed(submitted)
         return TicketAccepted(
             ticket_id=submitted.ticket_id,
             status=Status.SUBMITTED.value,
@@ -437,7 +440,7 @@ def action_handler(
             event = earlier
         if recorded is Recorded.STORED:
             await store.audit(event, action.value, principal, client_address(request), now)
-            relay.wake()
+            await relay.submit_after(event, state.own_events)
         after = fold([*state.history, event])
         assert after is not None
         return ActionAccepted(

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 
 from services.intake.config import IntakeSettings
 from services.intake.handlers import EventHandlers, credential_routes, routes
-from services.intake.relay import OutboxRelay
+from services.intake.relay import OutboxRelay, OutboxSweep
 from services.intake.store import IntakeStore
 from shared import service
 from shared.events import (
@@ -67,8 +67,12 @@ def create(settings: IntakeSettings) -> FastAPI:
     client, database = connect(settings, NAME)
     store = IntakeStore(database)
     broker = make_broker(settings, NAME)
-    relay = OutboxRelay(
-        store, broker, settings.topics, settings.relay_batch_size, settings.relay_idle_seconds
+    relay = OutboxRelay(store, broker, settings.topics.tickets, settings.relay_batch_size)
+    sweep = OutboxSweep(
+        store,
+        relay,
+        interval=timedelta(seconds=settings.outbox_sweep_seconds),
+        grace=timedelta(seconds=settings.outbox_sweep_grace_seconds),
     )
     consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets, settings.topics.sla])
     handlers = EventHandlers(store)
@@ -87,7 +91,7 @@ def create(settings: IntakeSettings) -> FastAPI:
             credentials,
             consumer,
             store.ensure_indexes,
-            background=[relay.run] if settings.relay_enabled else [],
+            background=[relay.run, sweep.run],
         ),
     )
     app.include_router(

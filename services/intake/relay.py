@@ -1,64 +1,126 @@
-"""The outbox relay: the one writer that moves intake's stored events onto Kafka, in order.
+"""Moving intake's stored events onto Kafka: at once from the process that stored them, and by a
+sweep for whatever a dead process left behind.
 
-A request wakes it as soon as its event is stored, so a ticket reaches the topic within
-milliseconds; a periodic sweep catches whatever a crash left behind. An event published but not
-yet marked relayed when the process dies is published again on restart, with the same event id,
-and consumers drop the repeat.
+A request stores its event in the outbox, hands it to its process's relay and answers; the
+relay publishes it (acks=all) within milliseconds and then inserts a `relayed` mark. A process
+that dies in between leaves an outbox event without a mark: the sweep publishes every event
+older than a grace period that has none. An event published twice (the process died after the
+broker confirmed but before the mark) keeps its event id, and consumers drop the repeat.
+
+Order per ticket: a ticket's events are published in sequence order by one relay. When an
+action is taken on a ticket whose earlier event is still unmarked (its process died), the earlier
+event is published again first, so a consumer never sees a ticket's events out of order.
 """
 
 import asyncio
 import logging
-from contextlib import suppress
+from collections import deque
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
 
 from faststream.kafka import KafkaBroker
 
 from services.intake.store import IntakeStore
+from shared.events import Event
 from shared.kafka import publish_all
-from shared.topics import Topics
 
 log = logging.getLogger("parkdesk.intake.relay")
+
+RETRY_SECONDS = 1.0
 
 
 class OutboxRelay:
     def __init__(
-        self,
-        store: IntakeStore,
-        broker: KafkaBroker,
-        topics: Topics,
-        batch_size: int,
-        idle_seconds: float,
+        self, store: IntakeStore, broker: KafkaBroker, topic: str, batch_size: int
     ) -> None:
         self._store = store
         self._broker = broker
-        self._topics = topics
+        self._topic = topic
         self._batch_size = batch_size
-        self._idle_seconds = idle_seconds
+        self._queue: deque[Event] = deque()
+        self._queued: set[str] = set()
         self._wakeup = asyncio.Event()
 
-    def wake(self) -> None:
+    def submit(self, events: Iterable[Event]) -> None:
+        for event in events:
+            event_id = str(event.event_id)
+            if event_id not in self._queued:
+                self._queued.add(event_id)
+                self._queue.append(event)
         self._wakeup.set()
+
+    async def submit_after(self, event: Event, earlier: Sequence[Event]) -> None:
+        """Queues the event behind whichever earlier events of its ticket never reached Kafka."""
+        waiting = [e for e in earlier if str(e.event_id) not in self._queued]
+        relayed = await self._store.relayed_among([str(e.event_id) for e in waiting])
+        self.submit([*(e for e in waiting if str(e.event_id) not in relayed), event])
+
+    async def submit_unless_relayed(self, event: Event) -> None:
+        """For a repeated request: its first attempt's process may have died before publishing."""
+        if not await self._store.relayed_among([str(event.event_id)]):
+            self.submit([event])
+
+    @property
+    def backlog(self) -> int:
+        return len(self._queue)
+
+    async def run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
+                try:
+                    await publish_all(self._broker, self._topic, batch)
+                    await self._store.mark_relayed(batch)
+                except Exception:
+                    # Kept at the head of the queue: the ticket's later events must wait for it.
+                    log.exception("relaying %d events failed; retrying", len(batch))
+                    await asyncio.sleep(RETRY_SECONDS)
+                    continue
+                for event in batch:
+                    self._queue.popleft()
+                    self._queued.discard(str(event.event_id))
+
+
+class OutboxSweep:
+    """Finds the events a dead process stored but never published, and relays them.
+
+    It looks only at events recorded since its checkpoint, and only at those older than
+    `grace`, which leaves the storing process time to publish them itself and covers clock
+    differences between intake instances. Every instance sweeps; they only repeat each other.
+    """
+
+    def __init__(
+        self, store: IntakeStore, relay: OutboxRelay, interval: timedelta, grace: timedelta
+    ) -> None:
+        self._store = store
+        self._relay = relay
+        self._interval = interval
+        self._grace = grace
 
     async def run(self) -> None:
         while True:
             try:
-                if await self.relay_once() == 0:
-                    await self._sleep()
+                await self.sweep_once(datetime.now(UTC))
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("relay failed; retrying")
-                await self._sleep()
+                log.exception("outbox sweep failed; retrying")
+            await asyncio.sleep(self._interval.total_seconds())
 
-    async def relay_once(self) -> int:
-        self._wakeup.clear()
-        events = await self._store.unrelayed(self._batch_size)
-        if not events:
+    async def sweep_once(self, now: datetime) -> int:
+        """Relays what the outbox holds unpublished; returns how many events that was."""
+        since = await self._store.sweep_checkpoint() or datetime.min.replace(tzinfo=UTC)
+        before = now - self._grace
+        if before <= since:
             return 0
-        await publish_all(self._broker, self._topics.tickets, events)
-        await self._store.mark_relayed(events)
-        return len(events)
-
-    async def _sleep(self) -> None:
-        with suppress(TimeoutError):
-            async with asyncio.timeout(self._idle_seconds):
-                await self._wakeup.wait()
+        missing = await self._store.unrelayed(since, before)
+        if missing:
+            log.warning("relaying %d events a stopped instance left unpublished", len(missing))
+            self._relay.submit(missing)
+            # Not past them until their marks are in: the next sweep looks again. An event
+            # happened no later than it was recorded, so this never skips one.
+            before = min(event.occurred_at for event in missing)
+        await self._store.save_sweep_checkpoint(before)
+        return len(missing)

@@ -2,9 +2,13 @@
 
 - `outbox`: every event intake emits, one document each under its event id, written before it is
   published. A ticket that got a 202 is in here, so it survives the process dying right after
-  answering: the relay publishes what is not yet marked relayed. Every event also carries its
-  ticket's sequence number under a unique (ticket, sequence) key: two actions racing on one
-  ticket cannot both be stored; the loser is told to retry.
+  answering. Every event also carries its ticket's sequence number under a unique (ticket,
+  sequence) key: two actions racing on one ticket cannot both be stored; the loser is told to
+  retry.
+- `relayed`: one document per outbox event that reached Kafka, inserted after the broker
+  confirmed it. The outbox itself is never updated: FerretDB applies an update by scanning the
+  collection, so a `relayed` flag cost one scan of the whole outbox per published event.
+- `sweep`: one document, the time before which every outbox event is known to be relayed.
 - `idempotency`: one document per (caller, Idempotency-Key), inserted first, so that a retried
   request finds the ticket it already opened.
 - `learned`: ticket events other services published (routing decisions, the SLA clock), for
@@ -14,18 +18,23 @@
 - `audit`: who did what, when, from which address; never the personal data in the request.
 """
 
+import asyncio
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pymongo import ASCENDING, UpdateOne
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.intake.domain import TicketState
 from shared.auth import Principal
 from shared.events import Event, decode_event
-from shared.mongo import Document, insert_once
+from shared.mongo import Document, insert_all_once, insert_once
+
+LOOKUP_BATCH = 100
+SWEEP_CHECKPOINT = "outbox"
 
 
 class Recorded(StrEnum):
@@ -39,13 +48,15 @@ class Recorded(StrEnum):
 class IntakeStore:
     def __init__(self, database: AsyncDatabase[Document]) -> None:
         self._outbox = database["outbox"]
+        self._relayed = database["relayed"]
+        self._sweep = database["sweep"]
         self._idempotency = database["idempotency"]
         self._learned = database["learned"]
         self._tickets = database["tickets"]
         self._audit = database["audit"]
 
     async def ensure_indexes(self) -> None:
-        await self._outbox.create_index([("relayed", ASCENDING), ("recorded_at", ASCENDING)])
+        await self._outbox.create_index([("recorded_at", ASCENDING)])
         await self._outbox.create_index(
             [("ticket_id", ASCENDING), ("sequence", ASCENDING)], unique=True
         )
@@ -84,7 +95,6 @@ class IntakeStore:
                 "ticket_id": event.ticket_id,
                 "sequence": sequence,
                 "recorded_at": recorded_at,
-                "relayed": False,
                 "event": event.model_dump(mode="json"),
             },
         )
@@ -98,16 +108,36 @@ class IntakeStore:
         document = await self._outbox.find_one({"_id": event_id})
         return _event(document) if document else None
 
-    async def unrelayed(self, limit: int) -> list[Event]:
-        cursor = self._outbox.find({"relayed": False}).sort("recorded_at", ASCENDING).limit(limit)
-        return [_event(document) async for document in cursor]
+    async def mark_relayed(self, events: Sequence[Event]) -> None:
+        await insert_all_once(self._relayed, [{"_id": str(event.event_id)} for event in events])
 
-    async def mark_relayed(self, events: list[Event]) -> None:
-        if events:
-            await self._outbox.bulk_write(
-                [UpdateOne({"_id": str(e.event_id)}, {"$set": {"relayed": True}}) for e in events],
-                ordered=False,
-            )
+    async def relayed_among(self, event_ids: Sequence[str]) -> set[str]:
+        # One lookup by key each: FerretDB serves only `_id` equality from an index.
+        found: set[str] = set()
+        for start in range(0, len(event_ids), LOOKUP_BATCH):
+            chunk = event_ids[start : start + LOOKUP_BATCH]
+            marks = await asyncio.gather(*(self._relayed.find_one({"_id": i}) for i in chunk))
+            found |= {mark["_id"] for mark in marks if mark is not None}
+        return found
+
+    async def unrelayed(self, since: datetime, before: datetime) -> list[Event]:
+        """The events recorded in [since, before) that never reached Kafka, in recorded order."""
+        cursor = self._outbox.find({"recorded_at": {"$gte": since, "$lt": before}}).sort(
+            [("recorded_at", ASCENDING), ("sequence", ASCENDING)]
+        )
+        recorded = [document async for document in cursor]
+        relayed = await self.relayed_among([document["_id"] for document in recorded])
+        return [_event(d) for d in recorded if d["_id"] not in relayed]
+
+    async def sweep_checkpoint(self) -> datetime | None:
+        document = await self._sweep.find_one({"_id": SWEEP_CHECKPOINT})
+        return document["relayed_before"] if document else None
+
+    async def save_sweep_checkpoint(self, relayed_before: datetime) -> None:
+        # The collection holds this one document, so even a scanning update is cheap.
+        await self._sweep.replace_one(
+            {"_id": SWEEP_CHECKPOINT}, {"relayed_before": relayed_before}, upsert=True
+        )
 
     async def learn(self, event: Event) -> None:
         await insert_once(

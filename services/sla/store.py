@@ -24,12 +24,12 @@ from pydantic_core import from_json, to_json
 from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import DuplicateKeyError
 
 from services.sla.calendar import Calendar
 from services.sla.domain import Clock
 from shared.events import Category, Priority
-from shared.mongo import DUPLICATE_KEY, Document
+from shared.mongo import Document, insert_all_once
 
 PREFIX = "clocks_p"
 READ_BATCH = 10_000
@@ -91,14 +91,8 @@ class SlaStore:
 
     async def _insert_versions(self, partition: int, documents: list[Document]) -> set[str]:
         """Inserts the documents; returns the tickets whose version was there already."""
-        try:
-            await (await self._partition(partition)).insert_many(documents, ordered=False)
-        except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if not errors or any(error.get("code") != DUPLICATE_KEY for error in errors):
-                raise
-            return {documents[error["index"]]["ticket_id"] for error in errors}
-        return set()
+        present = await insert_all_once(await self._partition(partition), documents)
+        return {documents[index]["ticket_id"] for index in present}
 
     async def clock(self, ticket_id: str) -> Clock | None:
         """The newest version of a ticket's clock, wherever its partition is."""

@@ -85,12 +85,6 @@ def test_every_setting_a_deployment_needs_is_set_and_nothing_unknown(
     assert project["services"][service]["command"] == [f"parkdesk-{service}"]
 
 
-def test_only_one_intake_runs_the_outbox_relay(project: dict[str, Any]) -> None:
-    intake = project["services"]["intake"]
-    assert intake["environment"]["PARKDESK_RELAY_ENABLED"] == "true"
-    assert intake.get("deploy", {}).get("replicas", 1) == 1
-
-
 def test_prometheus_and_grafana_are_wired_to_the_projects_monitoring(
     project: dict[str, Any],
 ) -> None:

@@ -205,35 +205,12 @@ def test_every_setting_a_deployment_needs_is_set_and_nothing_unknown(
 
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
-def test_exactly_one_outbox_relay(rendered: dict[str, list[Manifest]], target: str) -> None:
-    relays = []
-    for deployment in deployments(rendered[target]):
-        env = {e["name"]: e.get("value") for e in container(deployment).get("env", [])}
-        # The setting defaults to true: an intake that does not say false relays.
-        is_intake = container(deployment)["command"] == ["parkdesk-intake"]
-        if is_intake and env.get("PARKDESK_RELAY_ENABLED", "true") == "true":
-            relays.append(deployment)
-    assert len(relays) == 1
-    (relay,) = relays
-    assert relay["spec"]["replicas"] == 1
-    assert relay["spec"]["strategy"]["type"] == "Recreate"
-    autoscaled = {
-        doc["spec"]["scaleTargetRef"]["name"]
-        for doc in rendered[target]
-        if doc["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")
-    }
-    assert relay["metadata"]["name"] not in autoscaled
-
-
-@pytest.mark.parametrize("target", sorted(TARGETS))
 def test_every_scaled_service_has_a_disruption_budget(
     rendered: dict[str, list[Manifest]], target: str
 ) -> None:
     docs = rendered[target]
     budgets = [doc for doc in docs if doc["kind"] == "PodDisruptionBudget"]
     for deployment in deployments(docs):
-        if deployment["metadata"]["name"] == "intake-relay":
-            continue  # One replica by design: a budget would block every node drain.
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         covering = [
             b for b in budgets if b["spec"]["selector"]["matchLabels"].items() <= labels.items()

@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import AsyncMongoClient
 
+from services.intake.domain import new_ticket_id
+from services.intake.store import IntakeStore, Recorded
 from shared import asyncapi
 from shared.auth import Role
 from shared.departments import DEPARTMENTS
-from shared.events import UndecodableEvent, decode_event
+from shared.events import TicketSubmitted, UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
 from tests.harness import (
@@ -34,11 +37,12 @@ from tests.harness import (
     submit,
     ticket_body,
 )
-from tests.unit.samples import sample_events
+from tests.unit.samples import sample_events, sample_ticket
 
 pytestmark = pytest.mark.integration
 
 SLA_SECONDS = 6.0
+SWEEP_GRACE_SECONDS = 3.0
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 
 
@@ -66,6 +70,8 @@ def suite(service_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
             "PARKDESK_WEBHOOK_URL": webhook.url,
             "PARKDESK_WEBHOOK_SECRET": WEBHOOK_SECRET,
             "PARKDESK_WEBHOOK_BACKOFF_BASE_SECONDS": "0.05",
+            "PARKDESK_OUTBOX_SWEEP_SECONDS": "1",
+            "PARKDESK_OUTBOX_SWEEP_GRACE_SECONDS": str(SWEEP_GRACE_SECONDS),
         }
         with running_services(["intake", "routing", "sla", "notify"], env, logs) as found:
             yield Suite(**found, webhook=webhook)
@@ -683,9 +689,9 @@ async def test_an_accepted_ticket_survives_the_intake_that_accepted_it_dying(
     watch: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
-    # An API-only intake replica (no relay) accepts the ticket and is killed at once: only
-    # its store write can carry the ticket on, relayed by the suite's one relay.
-    replica = ServiceProcess("intake", {**service_env, "PARKDESK_RELAY_ENABLED": "false"}, tmp_path)
+    # A second intake replica accepts the ticket and is killed at once: whether or not it
+    # published the ticket first, the suite's intake sweeps what it left.
+    replica = ServiceProcess("intake", service_env, tmp_path)
     replica.start()
     replica.wait_ready()
     watcher: TopicWatcher = await watch(settings.topics.department("tj-housing"))
@@ -703,6 +709,37 @@ async def test_an_accepted_ticket_survives_the_intake_that_accepted_it_dying(
         90,
         "the ticket accepted by the killed replica on its department topic",
     )
+
+
+async def test_an_event_stored_but_never_published_is_swept_onto_kafka(
+    suite: Suite,
+    settings: CommonSettings,
+    watch: Callable[..., Any],
+    mongo: AsyncMongoClient[dict[str, Any]],
+) -> None:
+    # Exactly what an intake instance leaves when it dies after storing an event and before
+    # publishing it: an outbox document without a relayed mark.
+    now = datetime.now(UTC)
+    ticket_id = new_ticket_id(now)
+    stranded = TicketSubmitted(
+        ticket_id=ticket_id,
+        ticket=sample_ticket(now).model_copy(update={"ticket_id": ticket_id}),
+        correlation_id="stranded-1",
+        occurred_at=now,
+    )
+    watcher: TopicWatcher = await watch(settings.topics.tickets)
+    store = IntakeStore(mongo[settings.database_name("intake")])
+    assert await store.record(stranded, 1, recorded_at=now) is Recorded.STORED
+
+    await watcher.wait_for(
+        lambda w: bool(w.events(settings.topics.tickets, ticket_id)),
+        SWEEP_GRACE_SECONDS + 60,
+        "the stranded event on the tickets topic",
+    )
+    published = watcher.events(settings.topics.tickets, ticket_id)
+    submissions = [e for e in published if e["type"] == "ticket.submitted"]
+    assert [e["event_id"] for e in submissions] == [str(stranded.event_id)]
+    assert await store.relayed_among([str(stranded.event_id)]) == {str(stranded.event_id)}
 
 
 async def test_sla_killed_between_warnings_fires_every_milestone_once(
