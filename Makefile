@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval bench deploy-tools deploy-check
+	routing-eval bench deploy-tools deploy-check browser
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -37,8 +37,22 @@ infra-status:
 run: infra ## start the four services; Ctrl-C stops them
 	@$(BIN)/python deploy/local/run.py
 
-test: infra deploy-tools check ## lint, type-check and run every test against real Kafka and FerretDB
+test: infra deploy-tools browser check ## lint, type-check and run every test against real Kafka and FerretDB
 	@$(BIN)/pytest
+
+# Debian's chromium for the SLA board's browser test, and a font with Chinese glyphs for its page.
+BROWSER_PACKAGES := chromium fonts-wqy-zenhei
+
+browser: ## install Debian's chromium and a CJK font for the board's browser test (root or sudo)
+	@missing=$$(for package in $(BROWSER_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+	if [ -n "$$missing" ]; then \
+		run=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		echo "[browser] installing" $$missing "from Debian..."; \
+		$$run apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || { \
+			$$run apt-get update -q >/dev/null && \
+			$$run apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	fi
 
 deploy-tools: ## build the validators of deploy/ (kustomize, kubeconform, promtool, compose-config)
 	@deploy/tools/install.sh >/dev/null

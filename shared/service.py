@@ -5,7 +5,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import uvicorn
@@ -105,6 +105,8 @@ class Wiring:
     """Readies the store (its indexes) before any event is consumed."""
     background: Sequence[Callable[[], Coroutine[Any, Any, None]]] = ()
     before_stop: Sequence[Callable[[], Awaitable[None]]] = ()
+    checks: Mapping[str, Check] = field(default_factory=dict)
+    """The service's own readiness checks, besides broker, store and consumer group."""
 
 
 def wired_app(settings: ServiceSettings, service: str, description: str, wiring: Wiring) -> FastAPI:
@@ -202,7 +204,12 @@ def _readiness(wiring: Wiring) -> dict[str, Check]:
     async def group_joined() -> bool:
         return wiring.consumer.joined
 
-    return {"broker": broker_reachable, "store": store_reachable, "consumer_group": group_joined}
+    return {
+        "broker": broker_reachable,
+        "store": store_reachable,
+        "consumer_group": group_joined,
+        **wiring.checks,
+    }
 
 
 def authentication(settings: ServiceSettings) -> tuple[Authenticator, CredentialRegistry]:

@@ -438,9 +438,8 @@ class Figures:
             self.responses_due += 1
             if clock.acknowledged_at is not None and clock.acknowledged_at <= first_due:
                 self.responded_in_time += 1
-        due = clock.resolution_due_at
-        late = (clock.stopped_at or now) > due
-        if clock.stopped_at is not None or now >= due:
+        late = is_late(clock, now)
+        if clock.stopped_at is not None or now >= clock.resolution_due_at:
             self.resolutions_due += 1
             if clock.stopped_at is not None and not late:
                 self.resolved_in_time += 1
@@ -449,11 +448,35 @@ class Figures:
             self.satisfied += clock.rating >= 4
         if clock.stopped_at is None:
             self.open += 1
-            risky = clock.calendar.add(
-                clock.started_at, clock.resolution_target * AT_RISK_SHARE + clock.paused_for
-            )
-            self.at_risk += not late and (clock.paused_at or now) >= risky
+            self.at_risk += is_at_risk(clock, now)
         self.breached += late
+
+
+def is_late(clock: Clock, now: datetime) -> bool:
+    """Past the due time unresolved, or resolved after it."""
+    return (clock.stopped_at or now) > clock.resolution_due_at
+
+
+def is_at_risk(clock: Clock, now: datetime) -> bool:
+    """Open, past 75 % of its target (not counting pauses), and not yet late."""
+    if clock.stopped_at is not None or is_late(clock, now):
+        return False
+    risky = clock.calendar.add(
+        clock.started_at, clock.resolution_target * AT_RISK_SHARE + clock.paused_for
+    )
+    return (clock.paused_at or now) >= risky
+
+
+def needing_attention(clocks: list[Clock], now: datetime) -> tuple[list[Clock], list[Clock]]:
+    """The open tickets at risk, soonest due first, and the open tickets breached, most
+    recently breached first: what a supervisor can still save, then what just went wrong."""
+    open_clocks = sorted(
+        (clock for clock in clocks if clock.stopped_at is None),
+        key=lambda clock: clock.resolution_due_at,
+    )
+    at_risk = [clock for clock in open_clocks if is_at_risk(clock, now)]
+    breached = [clock for clock in reversed(open_clocks) if is_late(clock, now)]
+    return at_risk, breached
 
 
 def report(clocks: list[Clock], now: datetime) -> dict[str, Figures]:

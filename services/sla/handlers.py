@@ -1,15 +1,20 @@
 """sla's event and request handlers, and what a milestone does when it fires."""
 
+import asyncio
+import base64
 import gc
+import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
+from pathlib import Path as Path_
 from typing import Annotated, Any
 
 from aiokafka import TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.responses import HTMLResponse, StreamingResponse
 from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
@@ -19,6 +24,7 @@ from services.sla.domain import (
     acknowledge,
     met_event,
     milestone_event,
+    needing_attention,
     pause,
     paused_event,
     rate,
@@ -31,6 +37,7 @@ from services.sla.domain import (
     started_event,
     transfer,
 )
+from services.sla.feed import SlaFeed
 from services.sla.store import SlaStore, StaleClock
 from services.sla.timers import ClockScheduler, Due
 from shared.auth import Authenticator, Principal, Role
@@ -253,8 +260,8 @@ class Report(BaseModel):
     departments: dict[str, FiguresView]
 
 
-async def build_report(store: SlaStore, since: datetime, until: datetime, now: datetime) -> Report:
-    figures = report(await store.started_between(since, until), now)
+def build_report(clocks: list[Clock], since: datetime, until: datetime, now: datetime) -> Report:
+    figures = report(clocks, now)
     return Report(
         since=since,
         until=until,
@@ -304,7 +311,7 @@ def report_routes(store: SlaStore, auth: Authenticator, now: Callable[[], dateti
             )
         if start >= end:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "since must be before until")
-        found = await build_report(store, start, end, moment)
+        found = build_report(await store.started_between(start, end), start, end, moment)
         if principal.role is Role.DEPARTMENT:
             # A department sees its own figures, not the others' nor the park's.
             found.departments = {
@@ -313,5 +320,132 @@ def report_routes(store: SlaStore, auth: Authenticator, now: Callable[[], dateti
                 if name == principal.subject
             }
         return found
+
+    return router
+
+
+class AttentionView(BaseModel):
+    ticket_id: str
+    department: str
+    resolution_due_at: datetime
+    paused: bool
+
+
+class Board(BaseModel):
+    report: Report
+    at_risk: list[AttentionView]
+    """Open tickets past 75 % of their target, soonest due first (the first 100)."""
+    at_risk_total: int
+    breached: list[AttentionView]
+    """Open tickets past their due time, most recently breached first (the first 100)."""
+    breached_total: int
+
+
+BOARD_LIST_LIMIT = 100
+BOARD_PERIOD = timedelta(days=30)
+BOARD_CACHE_SECONDS = 2.0
+HEARTBEAT_SECONDS = 15.0
+BOARD_PAGE = (Path_(__file__).parent / "board.html").read_text(encoding="utf-8")
+
+
+def content_security_policy(page: str) -> str:
+    """Lets the page run its own inline script, by hash, and talk only to this origin."""
+    script = page.split("<script>", 1)[1].split("</script>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    return (
+        f"default-src 'none'; script-src 'sha256-{digest}'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+
+BOARD_CSP = content_security_policy(BOARD_PAGE)
+
+
+def board_routes(
+    store: SlaStore, feed: SlaFeed, auth: Authenticator, now: Callable[[], datetime]
+) -> APIRouter:
+    """The live SLA board: a page, its figures, and a stream of SLA events. A department sees
+    its own tickets and events only; supervisors and administrators see the park's."""
+    router = APIRouter(tags=["board"])
+    Viewer = Annotated[
+        Principal, Depends(auth.require(Role.DEPARTMENT, Role.SUPERVISOR, Role.ADMIN))
+    ]
+
+    cached: list[tuple[datetime, list[Clock]]] = []
+    reading = asyncio.Lock()
+
+    async def recent_clocks(moment: datetime) -> list[Clock]:
+        """The last 30 days' clocks, read at most once per BOARD_CACHE_SECONDS however many
+        boards are open: every open page asks every few seconds and after every SLA event."""
+        async with reading:
+            if not cached or moment - cached[0][0] > timedelta(seconds=BOARD_CACHE_SECONDS):
+                cached[:] = [(moment, await store.started_between(moment - BOARD_PERIOD, moment))]
+            return cached[0][1]
+
+    def visible_to(principal: Principal, department: str) -> bool:
+        return principal.role is not Role.DEPARTMENT or department == principal.subject
+
+    @router.get("/board", response_class=HTMLResponse, summary="The live SLA board (a web page)")
+    async def get_board_page() -> HTMLResponse:
+        # The page is code without data, like the API docs: it asks the viewer for a
+        # credential and sends it with every request for figures and events.
+        return HTMLResponse(BOARD_PAGE, headers={"Content-Security-Policy": BOARD_CSP})
+
+    @router.get("/v1/board", summary="Tickets at risk and breached, and the rates per department")
+    async def get_board(principal: Viewer) -> Board:
+        moment = now()
+        clocks = [c for c in await recent_clocks(moment) if visible_to(principal, c.department)]
+        at_risk, breached = needing_attention(clocks, moment)
+        found = build_report(clocks, moment - BOARD_PERIOD, moment, moment)
+        if principal.role is Role.DEPARTMENT:
+            found.departments.pop("overall", None)
+
+        def views(chosen: list[Clock]) -> list[AttentionView]:
+            return [
+                AttentionView(
+                    ticket_id=clock.ticket_id,
+                    department=clock.department,
+                    resolution_due_at=clock.resolution_due_at,
+                    paused=clock.paused_at is not None,
+                )
+                for clock in chosen[:BOARD_LIST_LIMIT]
+            ]
+
+        return Board(
+            report=found,
+            at_risk=views(at_risk),
+            at_risk_total=len(at_risk),
+            breached=views(breached),
+            breached_total=len(breached),
+        )
+
+    @router.get(
+        "/v1/board/events",
+        summary="SLA events as they happen (text/event-stream), the latest few first",
+        response_class=StreamingResponse,
+    )
+    async def get_board_events(principal: Viewer) -> StreamingResponse:
+        async def stream() -> AsyncIterator[str]:
+            async with feed.subscription() as events:
+                for earlier in list(feed.recent):
+                    if visible_to(principal, getattr(earlier, "department", "")):
+                        yield f"data: {earlier.model_dump_json()}\n\n"
+                while True:
+                    try:
+                        async with asyncio.timeout(HEARTBEAT_SECONDS):
+                            event = await events.get()
+                    except TimeoutError:
+                        yield ": still here\n\n"  # keeps proxies from closing an idle stream
+                        continue
+                    if event is None:
+                        return
+                    if visible_to(principal, getattr(event, "department", "")):
+                        yield f"data: {event.model_dump_json()}\n\n"
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        )
 
     return router

@@ -5,7 +5,14 @@ from datetime import UTC, datetime
 from fastapi import FastAPI
 
 from services.sla.config import SlaSettings
-from services.sla.handlers import ClockOwnership, EventHandlers, report_routes, routes
+from services.sla.feed import SlaFeed
+from services.sla.handlers import (
+    ClockOwnership,
+    EventHandlers,
+    board_routes,
+    report_routes,
+    routes,
+)
 from services.sla.store import SlaStore
 from shared import service
 from shared.events import (
@@ -36,6 +43,7 @@ def create(settings: SlaSettings) -> FastAPI:
     store = SlaStore(database, policy.calendar)
     broker = make_broker(settings, NAME)
     handlers = EventHandlers(store, broker, settings.topics, policy, utc_now)
+    feed = SlaFeed(settings.kafka_bootstrap_servers, settings.topics.spec(settings.topics.sla))
     consumer = EventConsumer(
         broker,
         settings,
@@ -63,11 +71,13 @@ def create(settings: SlaSettings) -> FastAPI:
             credentials,
             consumer,
             store.ensure_indexes,
-            background=[handlers.scheduler.run],
+            background=[handlers.scheduler.run, feed.run],
+            checks={"board_feed": feed.following},
         ),
     )
     app.include_router(routes(store, auth))
     app.include_router(report_routes(store, auth, utc_now))
+    app.include_router(board_routes(store, feed, auth, utc_now))
     return app
 
 

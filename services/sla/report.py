@@ -32,9 +32,9 @@ async def produce(since: datetime, until: datetime) -> Report:
     settings = SlaSettings()
     client, database = connect(settings, "sla")
     try:
-        return await build_report(
-            SlaStore(database, settings.policy().calendar), since, until, datetime.now(UTC)
-        )
+        store = SlaStore(database, settings.policy().calendar)
+        clocks = await store.started_between(since, until)
+        return build_report(clocks, since, until, datetime.now(UTC))
     finally:
         await client.close()
 

@@ -20,6 +20,8 @@ from tests.harness import ServiceProcess, running_services
 pytestmark = pytest.mark.integration
 
 EXAMPLES_PER_OPERATION = 30
+ENDLESS = {"/v1/board/events"}
+"""Event streams answer at once but never end: the board's browser test covers this one."""
 ROLE_FOR = {
     "intake": (Role.FRONTEND, "fuzz-portal"),
     "routing": (Role.ADMIN, "fuzz-admin"),
@@ -50,7 +52,8 @@ def fuzz(
     for result in schema.get_all_operations():
         if isinstance(result, Err):
             raise result.err()
-        operations.append(result.ok())
+        if result.ok().path not in ENDLESS:
+            operations.append(result.ok())
     assert operations
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):

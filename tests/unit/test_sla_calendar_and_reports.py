@@ -1,5 +1,6 @@
 """Business calendars in Asia/Shanghai time, policy targets, and the report's arithmetic."""
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,6 +14,7 @@ from services.sla.domain import (
     Targets,
     acknowledge,
     load_sla_policy,
+    needing_attention,
     pause,
     rate,
     report,
@@ -213,6 +215,28 @@ def test_at_risk_is_open_past_three_quarters_and_not_yet_breached() -> None:
     assert figures["overall"].breached == 0
     assert figures["overall"].resolutions_due == 0
     assert report([ticket(1)], START + timedelta(hours=17))["overall"].at_risk == 0
+
+
+def test_the_board_lists_open_tickets_at_risk_soonest_first_and_breached_latest_first() -> None:
+    def started(n: int, hours_ago: float) -> Clock:
+        return replace(ticket(n), started_at=START - timedelta(hours=hours_ago))
+
+    clocks = [
+        started(1, 19),  # 79 % used: at risk
+        started(2, 22),  # 92 %: at risk, due sooner
+        started(3, 25),  # breached an hour ago
+        started(4, 30),  # breached six hours ago
+        resolve(started(5, 30), START),  # resolved late: breached, but no longer open
+        resolve(started(6, 20), START),  # resolved in time
+        started(7, 10),  # 42 %: fine
+    ]
+
+    at_risk, breached = needing_attention(clocks, START)
+
+    assert [c.ticket_id for c in at_risk] == [ticket(2).ticket_id, ticket(1).ticket_id]
+    assert [c.ticket_id for c in breached] == [ticket(3).ticket_id, ticket(4).ticket_id]
+    figures = report(clocks, START)["overall"]
+    assert (figures.at_risk, figures.breached) == (2, 3)  # the report counts the late one too
 
 
 def test_the_shipped_example_policy_loads_and_means_what_it_says() -> None:
