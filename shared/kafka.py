@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from opentelemetry.trace import SpanKind
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
 from shared.events import Event, UndecodableEvent, decode_event
@@ -36,6 +37,7 @@ from shared.metrics import (
     HANDLER_RETRIES,
 )
 from shared.settings import CommonSettings
+from shared.tracing import carrier, context_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -105,19 +107,29 @@ async def publish(broker: KafkaBroker, topic: str, event: Event) -> None:
     await publish_all(broker, topic, [event])
 
 
-async def publish_all(broker: KafkaBroker, topic: str, events: Iterable[Event]) -> None:
+async def publish_all(
+    broker: KafkaBroker,
+    topic: str,
+    events: Iterable[Event],
+    traces: Sequence[Mapping[str, str]] | None = None,
+) -> None:
     """Publish a burst and wait until the broker has all of it. Sent one after another on one
     producer, so each partition keeps their order; the confirmations are awaited together, so
-    the burst costs a few round trips, not one per event."""
+    the burst costs a few round trips, not one per event.
+
+    Each event carries the current trace context, or its own from `traces` (an event stored
+    under one request and published later)."""
     confirmations = []
     published: dict[str, int] = {}
-    for event in events:
+    current = carrier()
+    for index, event in enumerate(events):
+        trace_headers = traces[index] if traces is not None else current
         confirmations.append(
             await broker.publish(
                 event.to_json(),
                 topic,
                 key=event.ticket_id.encode(),
-                headers=event_headers(event),
+                headers={**event_headers(event), **trace_headers},
                 correlation_id=event.correlation_id,
                 no_confirm=True,
             )
@@ -219,10 +231,24 @@ class EventConsumer:
             EVENTS_CONSUMED.labels(record.topic, event.type, "ignored").inc()
             return
         started = time.perf_counter()
-        # The handler's logs carry the id of the request that caused the event.
+        # The handler's logs carry the id of the request that caused the event, and its span
+        # continues the trace that published it.
         token = CORRELATION_ID.set(event.correlation_id)
+        headers = {name: value.decode("latin-1") for name, value in record.headers or ()}
         try:
-            outcome = await self._run(handler, event, record, source)
+            with tracer.start_as_current_span(
+                f"{event.type} process",
+                context=context_from(headers),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "kafka",
+                    "messaging.destination.name": record.topic,
+                    "messaging.kafka.destination.partition": record.partition,
+                    "messaging.kafka.message.offset": record.offset,
+                    "parkdesk.ticket_id": event.ticket_id,
+                },
+            ):
+                outcome = await self._run(handler, event, record, source)
         finally:
             CORRELATION_ID.reset(token)
         HANDLER_LATENCY.labels(event.type).observe(time.perf_counter() - started)

@@ -24,6 +24,7 @@ from shared.logs import CorrelationIds, configure_logging
 from shared.metrics import CONTENT_TYPE_LATEST, HttpMetrics, generate_latest
 from shared.mongo import Document
 from shared.settings import ServiceSettings
+from shared.tracing import configure_tracing
 
 S = TypeVar("S", bound=ServiceSettings)
 
@@ -128,6 +129,10 @@ def create_app(
         description=description,
         version="1",
         lifespan=lifespan,
+        # FastAPI's own request spans, on the provider shared.tracing sets when an endpoint is
+        # configured. Not its log records: a validation failure's message may quote a phone
+        # number or an e-mail address.
+        telemetry={"logs": False, "auto_configure": False},
     )
     app.add_middleware(BodySizeLimit)
     app.add_middleware(HttpMetrics)
@@ -257,6 +262,7 @@ def serve(service: str, settings: S, create: Callable[[S], FastAPI]) -> None:
     Uvicorn handles SIGTERM and SIGINT: it stops accepting, finishes requests in flight and runs
     the lifespan shutdown, which stops the consumers (committing what they processed)."""
     configure_logging(service, settings.log_level)
+    traces = configure_tracing(service)
     uvicorn.run(
         create(settings),
         host=settings.http_host,
@@ -266,3 +272,5 @@ def serve(service: str, settings: S, create: Callable[[S], FastAPI]) -> None:
         log_config=None,
         timeout_graceful_shutdown=10,
     )
+    if traces is not None:
+        traces.shutdown()  # exports the spans still buffered

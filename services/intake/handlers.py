@@ -59,6 +59,7 @@ from shared.events import (
 )
 from shared.kafka import Source
 from shared.logs import CORRELATION_ID, correlation_id_from
+from shared.tracing import carrier
 
 log = logging.getLogger("parkdesk.intake")
 
@@ -260,9 +261,9 @@ def routes(
         )
         # For a retry this finds the event stored already, or completes a first request that
         # died between claiming its key and storing its event.
-        recorded = await store.record(submitted, 1, recorded_at=now)
+        recorded = await store.record(submitted, 1, recorded_at=now, trace=carrier())
         if recorded is Recorded.STORED:
-            relay.submit([submitted])
+            relay.submit(submitted)
             await store.audit(submitted, "submit", principal, client_address(request), now)
             log.info(
                 "ticket %s accepted: %s from %s",
@@ -416,7 +417,7 @@ def action_handler(
             "department": state.department,
         }
         event = build(body, common, state)
-        recorded = await store.record(event, state.sequence + 1, recorded_at=now)
+        recorded = await store.record(event, state.sequence + 1, recorded_at=now, trace=carrier())
         if recorded is Recorded.CONFLICT:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,

@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 
 from faststream.kafka import KafkaBroker
 
-from services.intake.store import IntakeStore
+from services.intake.store import IntakeStore, Traced
 from shared.events import Event
 from shared.kafka import publish_all
+from shared.tracing import carrier
 
 log = logging.getLogger("parkdesk.intake.relay")
 
@@ -37,28 +38,33 @@ class OutboxRelay:
         self._broker = broker
         self._topic = topic
         self._batch_size = batch_size
-        self._queue: deque[Event] = deque()
+        self._queue: deque[Traced] = deque()
         self._queued: set[str] = set()
         self._wakeup = asyncio.Event()
 
-    def submit(self, events: Iterable[Event]) -> None:
-        for event in events:
-            event_id = str(event.event_id)
-            if event_id not in self._queued:
-                self._queued.add(event_id)
-                self._queue.append(event)
-        self._wakeup.set()
+    def submit(self, event: Event) -> None:
+        """Queues an event the current request stored, under the request's trace."""
+        self.queue([Traced(event, carrier())])
 
     async def submit_after(self, event: Event, earlier: Sequence[Event]) -> None:
         """Queues the event behind whichever earlier events of its ticket never reached Kafka."""
         waiting = [e for e in earlier if str(e.event_id) not in self._queued]
         relayed = await self._store.relayed_among([str(e.event_id) for e in waiting])
-        self.submit([*(e for e in waiting if str(e.event_id) not in relayed), event])
+        trace = carrier()
+        self.queue(Traced(e, trace) for e in [*waiting, event] if str(e.event_id) not in relayed)
 
     async def submit_unless_relayed(self, event: Event) -> None:
         """For a repeated request: its first attempt's process may have died before publishing."""
         if not await self._store.relayed_among([str(event.event_id)]):
-            self.submit([event])
+            self.submit(event)
+
+    def queue(self, outgoing: Iterable[Traced]) -> None:
+        for traced in outgoing:
+            event_id = str(traced.event.event_id)
+            if event_id not in self._queued:
+                self._queued.add(event_id)
+                self._queue.append(traced)
+        self._wakeup.set()
 
     @property
     def backlog(self) -> int:
@@ -71,16 +77,18 @@ class OutboxRelay:
             while self._queue:
                 batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
                 try:
-                    await publish_all(self._broker, self._topic, batch)
-                    await self._store.mark_relayed(batch)
+                    events = [traced.event for traced in batch]
+                    traces = [traced.trace for traced in batch]
+                    await publish_all(self._broker, self._topic, events, traces)
+                    await self._store.mark_relayed(events)
                 except Exception:
                     # Kept at the head of the queue: the ticket's later events must wait for it.
                     log.exception("relaying %d events failed; retrying", len(batch))
                     await asyncio.sleep(RETRY_SECONDS)
                     continue
-                for event in batch:
+                for traced in batch:
                     self._queue.popleft()
-                    self._queued.discard(str(event.event_id))
+                    self._queued.discard(str(traced.event.event_id))
 
 
 class OutboxSweep:
@@ -118,9 +126,9 @@ class OutboxSweep:
         missing = await self._store.unrelayed(since, before)
         if missing:
             log.warning("relaying %d events a stopped instance left unpublished", len(missing))
-            self._relay.submit(missing)
+            self._relay.queue(missing)
             # Not past them until their marks are in: the next sweep looks again. An event
             # happened no later than it was recorded, so this never skips one.
-            before = min(event.occurred_at for event in missing)
+            before = min(traced.event.occurred_at for traced in missing)
         await self._store.save_sweep_checkpoint(before)
         return len(missing)

@@ -20,10 +20,10 @@
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
@@ -35,6 +35,12 @@ from shared.mongo import Document, insert_all_once, insert_once
 
 LOOKUP_BATCH = 100
 SWEEP_CHECKPOINT = "outbox"
+
+
+class Traced(NamedTuple):
+    event: Event
+    trace: Mapping[str, str]
+    """W3C trace context headers; empty when the request was not traced."""
 
 
 class Recorded(StrEnum):
@@ -86,8 +92,15 @@ class IntakeStore:
             raise RuntimeError(f"idempotency key {scope!r} vanished")
         return earlier
 
-    async def record(self, event: Event, sequence: int, recorded_at: datetime) -> Recorded:
-        """Puts the event in the outbox as the ticket's `sequence`th own event."""
+    async def record(
+        self,
+        event: Event,
+        sequence: int,
+        recorded_at: datetime,
+        trace: Mapping[str, str] | None = None,
+    ) -> Recorded:
+        """Puts the event in the outbox as the ticket's `sequence`th own event, with the trace
+        context of the request that made it, for a sweep that publishes it later."""
         stored = await insert_once(
             self._outbox,
             {
@@ -96,6 +109,7 @@ class IntakeStore:
                 "sequence": sequence,
                 "recorded_at": recorded_at,
                 "event": event.model_dump(mode="json"),
+                "trace": dict(trace or {}),
             },
         )
         if stored:
@@ -120,14 +134,17 @@ class IntakeStore:
             found |= {mark["_id"] for mark in marks if mark is not None}
         return found
 
-    async def unrelayed(self, since: datetime, before: datetime) -> list[Event]:
-        """The events recorded in [since, before) that never reached Kafka, in recorded order."""
+    async def unrelayed(self, since: datetime, before: datetime) -> list[Traced]:
+        """The events recorded in [since, before) that never reached Kafka, in recorded order,
+        each with the trace context it was stored under."""
         cursor = self._outbox.find({"recorded_at": {"$gte": since, "$lt": before}}).sort(
             [("recorded_at", ASCENDING), ("sequence", ASCENDING)]
         )
         recorded = [document async for document in cursor]
         relayed = await self.relayed_among([document["_id"] for document in recorded])
-        return [_event(d) for d in recorded if d["_id"] not in relayed]
+        return [
+            Traced(_event(d), d.get("trace") or {}) for d in recorded if d["_id"] not in relayed
+        ]
 
     async def sweep_checkpoint(self) -> datetime | None:
         document = await self._sweep.find_one({"_id": SWEEP_CHECKPOINT})
