@@ -80,7 +80,8 @@ def make_broker(settings: CommonSettings, service: str) -> KafkaBroker:
     # acks=all with idempotence: an event is confirmed only once every in-sync replica has it,
     # and a producer retry cannot write it twice or out of order.
     return KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # A list: FastStream passes a comma-separated string on as one host name.
+        [server.strip() for server in settings.kafka_bootstrap_servers.split(",")],
         client_id=f"parkdesk-{service}",
         acks="all",
         enable_idempotence=True,
