@@ -141,6 +141,15 @@ async def publish_all(
         EVENTS_PUBLISHED.labels(topic, event_type).inc(count)
 
 
+class NotYet(Exception):
+    """A handler's event depends on one its consumer has still to read from another partition
+    (an SLA event overtaking the ticket's submission): the record is put back, uncommitted, and
+    handled again after the consumer has read on."""
+
+
+DEFER_SECONDS = 0.2
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """Where a consumed event came from; sla keys its clocks by partition."""
@@ -185,7 +194,12 @@ class EventConsumer:
 
         @self._subscriber
         async def on_record(message: KafkaMessage) -> None:
-            await self.process(message.raw_message)
+            try:
+                await self.process(message.raw_message)
+            except NotYet:
+                # Back to this offset; the consumer reads its other partitions meanwhile.
+                await asyncio.sleep(DEFER_SECONDS)
+                await message.nack()
 
     @property
     def joined(self) -> bool:
@@ -264,6 +278,9 @@ class EventConsumer:
             try:
                 await handler(event, source)
                 return "handled"
+            except NotYet:
+                EVENTS_CONSUMED.labels(record.topic, event.type, "deferred").inc()
+                raise
             except Exception as exc:
                 if is_transient(exc):
                     HANDLER_RETRIES.labels(event.type, "transient").inc()

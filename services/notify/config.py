@@ -45,9 +45,11 @@ class NotifySettings(ServiceSettings):
         default=SHIPPED, description="The wording of every message (see messages.toml)."
     )
     contact_wait_seconds: float = Field(
-        default=10.0,
+        default=900.0,
         ge=0,
-        description="How long an SLA event waits for its ticket's contact to be learned.",
+        description="How long an event for the enterprise waits for its ticket's contact to "
+        "be learned (the submission is read from another topic) before it is sent without the "
+        "enterprise's copy.",
     )
 
     @model_validator(mode="after")

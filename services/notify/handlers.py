@@ -1,8 +1,9 @@
 """notify's event and request handlers."""
 
-import asyncio
+import logging
+import uuid
 from collections.abc import Callable, Collection
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any
 
 from aiokafka import TopicPartition
@@ -26,11 +27,14 @@ from services.notify.templates import Templates
 from shared.auth import Authenticator, Principal, Role
 from shared.departments import DEPARTMENTS
 from shared.events import Channel, Event, TicketSubmitted
-from shared.kafka import Source
+from shared.kafka import NotYet, Source
 
 
 def owner_of(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
+
+
+log = logging.getLogger("parkdesk.notify")
 
 
 class EventHandlers:
@@ -51,6 +55,7 @@ class EventHandlers:
         self._muted = muted
         self._contact_wait_seconds = contact_wait_seconds
         self._now = now
+        self._waiting_since: dict[uuid.UUID, datetime] = {}
 
     async def on_ticket_submitted(self, event: TicketSubmitted, source: Source) -> None:
         contact = contact_of(event)
@@ -62,16 +67,26 @@ class EventHandlers:
         await self._notify(event, await self._contact(event), source)
 
     async def _contact(self, event: Event) -> EnterpriseContact | None:
-        """SLA events come on another topic than the ticket's submission and may overtake it;
-        wait a little for the contact before sending without the enterprise's copy."""
-        deadline = asyncio.get_running_loop().time() + self._contact_wait_seconds
-        while True:
-            contact = await self._store.contact(event.ticket_id)
-            if contact is not None or not needs_contact(event):
-                return contact
-            if asyncio.get_running_loop().time() >= deadline:
-                return None
-            await asyncio.sleep(0.25)
+        """SLA events come on another topic than the ticket's submission and may overtake it
+        (after a restart, say): such an event goes back until the contact is learned, and is
+        sent without the enterprise's copy only if it never is."""
+        contact = await self._store.contact(event.ticket_id)
+        if contact is not None or not needs_contact(event):
+            self._waiting_since.pop(event.event_id, None)
+            return contact
+        now = self._now()
+        since = self._waiting_since.setdefault(event.event_id, now)
+        if now - since < timedelta(seconds=self._contact_wait_seconds):
+            raise NotYet(f"no contact yet for {event.ticket_id}")
+        del self._waiting_since[event.event_id]
+        log.error(
+            "%s %s: no contact for ticket %s after %.0f s; sent without the enterprise's copy",
+            event.type,
+            event.event_id,
+            event.ticket_id,
+            self._contact_wait_seconds,
+        )
+        return None
 
     async def _notify(
         self, event: Event, contact: EnterpriseContact | None, source: Source

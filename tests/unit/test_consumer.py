@@ -9,6 +9,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from pymongo.errors import AutoReconnect, OperationFailure
 
 from shared import kafka
@@ -93,6 +94,29 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts(
 
     [(_, headers)] = harness.dead
     assert headers["dlt-reason"] == "handler failed: ValueError: boom"
+    assert harness.handled == []
+
+
+async def test_an_event_that_must_wait_is_put_back_not_dead_lettered_nor_retried_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On real Kafka the nack seeks back and the record comes again after the consumer's other
+    # partitions (tests/chaos shows it); the in-memory broker does not redeliver.
+    monkeypatch.setattr(kafka, "DEFER_SECONDS", 0.0)
+    nacked: list[bool] = []
+    original = StreamMessage.nack
+
+    async def recording_nack(self: StreamMessage[Any]) -> None:
+        nacked.append(True)
+        await original(self)
+
+    monkeypatch.setattr(StreamMessage, "nack", recording_nack)
+    harness = Harness(handler_failures=1, failure=kafka.NotYet)
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
+
+    assert nacked == [True]
+    assert harness.dead == []
     assert harness.handled == []
 
 
