@@ -27,7 +27,12 @@ say() { printf '[infra] %s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 
 is_running() { # pidfile
-  [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null
+  [[ -f $1 ]] || return 1
+  local pid
+  pid=$(cat "$1")
+  kill -0 "$pid" 2>/dev/null || return 1
+  # A killed server whose parent never reaps it stays a zombie: not running.
+  ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status" 2>/dev/null
 }
 
 port_open() { # port
