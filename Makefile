@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval bench deploy-tools deploy-check browser
+	routing-eval bench deploy-tools deploy-check browser chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ unit: venv ## only the tests that need no infrastructure
 
 integration: infra
 	@$(BIN)/pytest tests/integration
+
+chaos: infra ## thousands of tickets through SIGKILLs, broker loss and a store outage; prints the counts
+	@$(BIN)/python -m tests.chaos
 
 bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 25 minutes)
 	@$(BIN)/python -m bench.routing
