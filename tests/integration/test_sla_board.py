@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from services.intake.domain import new_ticket_id
 from shared.auth import Role
 from shared.settings import CommonSettings
+from tests.conftest import TopicWatcher
 from tests.harness import ServiceProcess, running_services
 from tests.unit.samples import sample_routed
 
@@ -86,6 +87,17 @@ async def route(settings: CommonSettings, department: str) -> str:
     return ticket_id
 
 
+async def republish(settings: CommonSettings, record: ConsumerRecord[bytes, bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            record.topic, record.value, key=record.key, headers=list(record.headers)
+        )
+    finally:
+        await producer.stop()
+
+
 def reds(screenshot: Path) -> int:
     """How many pixels of the screenshot are the breached rows' red."""
     with Image.open(screenshot) as image:
@@ -112,6 +124,7 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
     browser: Browser,
     settings: CommonSettings,
     credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
     tmp_path: Path,
 ) -> None:
     page = await browser.new_page(viewport={"width": 1280, "height": 900})
@@ -122,6 +135,7 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
     # Set once: were the page reloaded, this would be gone.
     await page.evaluate("window.notReloaded = true")
 
+    watcher: TopicWatcher = await watch(settings.topics.sla)
     ticket_id = await route(settings, "tj-tax")
     feed = page.locator(f"#feed li[data-ticket='{ticket_id}']")
     await expect(feed.filter(has_text="sla.started")).to_have_count(1, timeout=15_000)
@@ -137,6 +151,18 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
     await expect(at_risk).to_have_count(0, timeout=10_000)
     await expect(feed.filter(has_text="sla.breached")).to_have_count(1, timeout=15_000)
     await expect(feed.filter(has_text="escalated to park-supervision")).to_have_count(1)
+
+    # The same event published again (a producer retry, an sla restart) is shown once.
+    (breach,) = [
+        r
+        for r in watcher.records
+        if r.value is not None
+        and json.loads(r.value).get("type") == "sla.breached"
+        and json.loads(r.value)["ticket_id"] == ticket_id
+    ]
+    await republish(settings, breach)
+    await asyncio.sleep(3)
+    await expect(feed.filter(has_text="sla.breached")).to_have_count(1)
 
     rates = page.locator("#rates tbody tr")
     await expect(rates.filter(has_text="tj-tax")).to_have_count(1)
