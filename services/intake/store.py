@@ -1,10 +1,10 @@
 """intake's own database.
 
-- `outbox`: every event intake emits, one document each under its event id, written before it is
-  published. A ticket that got a 202 is in here, so it survives the process dying right after
-  answering. Every event also carries its ticket's sequence number under a unique (ticket,
-  sequence) key: two actions racing on one ticket cannot both be stored; the loser is told to
-  retry.
+- `outbox`: every event intake emits, written before it is published. A ticket that got a 202
+  is in here, so it survives the process dying right after answering. Each event is keyed by its
+  ticket and its place among the ticket's own events (`T-…:0001`, `T-…:0002`): two actions
+  racing on one ticket cannot both take the next place; the loser is told to retry. Its event id
+  is unique as well, so a retried request cannot store its event twice.
 - `relayed`: one document per outbox event that reached Kafka, inserted after the broker
   confirmed it. The outbox itself is never updated: FerretDB applies an update by scanning the
   collection, so a `relayed` flag cost one scan of the whole outbox per published event.
@@ -12,7 +12,11 @@
 - `idempotency`: one document per (caller, Idempotency-Key), inserted first, so that a retried
   request finds the ticket it already opened.
 - `learned`: ticket events other services published (routing decisions, the SLA clock), for
-  the ticket's state and history.
+  the ticket's state and history, keyed the same way (`T-…:0001`, …) in the order they came.
+
+A ticket's events are read by key, one place after another until the first empty one, never by
+a query on `ticket_id`: FerretDB serves only `_id` equality from an index, and scans the whole
+collection for anything else (measured: 0.5 s per query at 20,000 documents).
 - `tickets`: the read model for lists and queues, one document per ticket, written only by the
   consumer of the ticket's partition (so by one writer), from the ticket's events.
 - `audit`: who did what, when, from which address; never the personal data in the request.
@@ -26,6 +30,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.intake.domain import TicketState
@@ -34,6 +39,8 @@ from shared.events import Event, decode_event
 from shared.mongo import Document, insert_all_once, insert_once
 
 LOOKUP_BATCH = 100
+PLACES_AT_ONCE = 4
+"""Places looked up together: most tickets have fewer own events than this."""
 SWEEP_CHECKPOINT = "outbox"
 
 
@@ -63,10 +70,9 @@ class IntakeStore:
 
     async def ensure_indexes(self) -> None:
         await self._outbox.create_index([("recorded_at", ASCENDING)])
-        await self._outbox.create_index(
-            [("ticket_id", ASCENDING), ("sequence", ASCENDING)], unique=True
-        )
-        await self._learned.create_index([("ticket_id", ASCENDING)])
+        # Sparse: documents from before the keyed layout have no event_id field.
+        await self._outbox.create_index([("event_id", ASCENDING)], unique=True, sparse=True)
+        await self._learned.create_index([("event_id", ASCENDING)], unique=True, sparse=True)
         await self._tickets.create_index(
             [("department", ASCENDING), ("due_at", ASCENDING), ("_id", ASCENDING)]
         )
@@ -101,10 +107,12 @@ class IntakeStore:
     ) -> Recorded:
         """Puts the event in the outbox as the ticket's `sequence`th own event, with the trace
         context of the request that made it, for a sweep that publishes it later."""
+        event_id = str(event.event_id)
         stored = await insert_once(
             self._outbox,
             {
-                "_id": str(event.event_id),
+                "_id": place(event.ticket_id, sequence),
+                "event_id": event_id,
                 "ticket_id": event.ticket_id,
                 "sequence": sequence,
                 "recorded_at": recorded_at,
@@ -114,12 +122,16 @@ class IntakeStore:
         )
         if stored:
             return Recorded.STORED
-        if await self._outbox.find_one({"_id": str(event.event_id)}, {"_id": 1}):
+        taken = await self._outbox.find_one({"_id": place(event.ticket_id, sequence)})
+        if taken is not None and taken.get("event_id") == event_id:
+            return Recorded.ALREADY
+        # Stored under another place (a retry after the ticket moved on), or a race lost.
+        if await self._outbox.find_one({"event_id": event_id}, {"_id": 1}):
             return Recorded.ALREADY
         return Recorded.CONFLICT
 
     async def stored_event(self, event_id: str) -> Event | None:
-        document = await self._outbox.find_one({"_id": event_id})
+        document = await self._outbox.find_one({"event_id": event_id})
         return _event(document) if document else None
 
     async def mark_relayed(self, events: Sequence[Event]) -> None:
@@ -141,9 +153,11 @@ class IntakeStore:
             [("recorded_at", ASCENDING), ("sequence", ASCENDING)]
         )
         recorded = [document async for document in cursor]
-        relayed = await self.relayed_among([document["_id"] for document in recorded])
+        relayed = await self.relayed_among([document["event_id"] for document in recorded])
         return [
-            Traced(_event(d), d.get("trace") or {}) for d in recorded if d["_id"] not in relayed
+            Traced(_event(d), d.get("trace") or {})
+            for d in recorded
+            if d["event_id"] not in relayed
         ]
 
     async def sweep_checkpoint(self) -> datetime | None:
@@ -157,19 +171,32 @@ class IntakeStore:
         )
 
     async def learn(self, event: Event) -> None:
-        await insert_once(
+        """Keeps another service's event of a ticket, once, in the next free place."""
+        event_id = str(event.event_id)
+        learned = await _in_places(self._learned, event.ticket_id)
+        if any(document["event_id"] == event_id for document in learned):
+            return
+        position = len(learned) + 1
+        while not await insert_once(
             self._learned,
             {
-                "_id": str(event.event_id),
+                "_id": place(event.ticket_id, position),
+                "event_id": event_id,
                 "ticket_id": event.ticket_id,
                 "event": event.model_dump(mode="json"),
             },
-        )
+        ):
+            # The place was taken meanwhile, or this very event was kept by another consumer
+            # of the partition during a rebalance.
+            if await self._learned.find_one({"event_id": event_id}, {"_id": 1}):
+                return
+            position += 1
 
     async def ticket_events(self, ticket_id: str) -> list[Event]:
-        own = [_event(d) async for d in self._outbox.find({"ticket_id": ticket_id})]
-        learned = [_event(d) async for d in self._learned.find({"ticket_id": ticket_id})]
-        return own + learned
+        own, learned = await asyncio.gather(
+            _in_places(self._outbox, ticket_id), _in_places(self._learned, ticket_id)
+        )
+        return [_event(document) for document in own + learned]
 
     async def audit(
         self, event: Event, action: str, principal: Principal, source: str | None, at: datetime
@@ -227,6 +254,28 @@ class IntakeStore:
             .limit(limit)
         )
         return [document async for document in cursor]
+
+
+def place(ticket_id: str, position: int) -> str:
+    """The key of a ticket's `position`th event in the outbox or in `learned`."""
+    return f"{ticket_id}:{position:04d}"
+
+
+async def _in_places(collection: AsyncCollection[Document], ticket_id: str) -> list[Document]:
+    """A ticket's documents from place 1 up to the first empty place, a few lookups at a time."""
+    found: list[Document] = []
+    while True:
+        start = len(found) + 1
+        chunk = await asyncio.gather(
+            *(
+                collection.find_one({"_id": place(ticket_id, position)})
+                for position in range(start, start + PLACES_AT_ONCE)
+            )
+        )
+        for document in chunk:
+            if document is None:
+                return found
+            found.append(document)
 
 
 def _event(document: dict[str, Any]) -> Event:
