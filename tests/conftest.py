@@ -1,4 +1,5 @@
 import asyncio
+import hashlib
 import json
 import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -39,6 +40,19 @@ async def settings(infra: Infra) -> AsyncIterator[CommonSettings]:
     await provision_topics(settings)
     yield settings
     await remove_namespace(settings)
+
+
+@pytest.fixture(scope="module")
+async def module_settings(
+    settings: CommonSettings, request: pytest.FixtureRequest
+) -> AsyncIterator[CommonSettings]:
+    """A namespace of one test module's own, for services that must start with nothing to
+    catch up on: the run's shared namespace holds every earlier module's tickets and clocks."""
+    suffix = hashlib.sha256(request.module.__name__.encode()).hexdigest()[:6]
+    own = settings.model_copy(update={"namespace": f"{settings.namespace}m{suffix}"})
+    await provision_topics(own)
+    yield own
+    await remove_namespace(own)
 
 
 @pytest.fixture(scope="session")

@@ -32,8 +32,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--tickets", type=int, default=3000)
-    parser.add_argument("--rate", type=float, default=10, help="tickets per second offered")
+    parser.add_argument("--tickets", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=8, help="tickets per second offered")
     parser.add_argument("--sla-seconds", type=float, default=60)
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()

@@ -19,7 +19,6 @@ from PIL import Image
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from services.intake.domain import new_ticket_id
-from shared.admin import provision_topics, remove_namespace
 from shared.auth import Role
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
@@ -35,24 +34,14 @@ BREACHED_RED = (0xC6, 0x28, 0x28)
 
 
 @pytest.fixture(scope="module")
-async def board_settings(settings: CommonSettings) -> AsyncIterator[CommonSettings]:
-    """A namespace of the board's own: the run's shared one holds the other modules' tickets,
-    whose overdue clocks a new sla would fire by the hundred and crowd the feed with."""
-    own = settings.model_copy(update={"namespace": f"{settings.namespace}board"})
-    await provision_topics(own)
-    yield own
-    await remove_namespace(own)
-
-
-@pytest.fixture(scope="module")
 def sla(
     service_env: dict[str, str],
-    board_settings: CommonSettings,
+    module_settings: CommonSettings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServiceProcess]:
     env = {
         **service_env,
-        "PARKDESK_NAMESPACE": board_settings.namespace,
+        "PARKDESK_NAMESPACE": module_settings.namespace,
         "PARKDESK_RESOLUTION_TARGET_SECONDS": str(TARGET_SECONDS),
         "PARKDESK_FIRST_RESPONSE_TARGET_SECONDS": str(TARGET_SECONDS / 2),
     }
@@ -136,7 +125,7 @@ async def sign_in(page: Page, url: str, headers: dict[str, str]) -> None:
 async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
     sla: ServiceProcess,
     browser: Browser,
-    board_settings: CommonSettings,
+    module_settings: CommonSettings,
     credential: Callable[[Role, str], dict[str, str]],
     watch: Callable[..., Any],
     tmp_path: Path,
@@ -149,8 +138,8 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
     # Set once: were the page reloaded, this would be gone.
     await page.evaluate("window.notReloaded = true")
 
-    watcher: TopicWatcher = await watch(board_settings.topics.sla)
-    ticket_id = await route(board_settings, "tj-tax")
+    watcher: TopicWatcher = await watch(module_settings.topics.sla)
+    ticket_id = await route(module_settings, "tj-tax")
     feed = page.locator(f"#feed li[data-ticket='{ticket_id}']")
     await expect(feed.filter(has_text="sla.started")).to_have_count(1, timeout=15_000)
 
@@ -174,7 +163,7 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
         and json.loads(r.value).get("type") == "sla.breached"
         and json.loads(r.value)["ticket_id"] == ticket_id
     ]
-    await republish(board_settings, breach)
+    await republish(module_settings, breach)
     await asyncio.sleep(3)
     await expect(feed.filter(has_text="sla.breached")).to_have_count(1)
 
@@ -197,12 +186,12 @@ async def test_the_board_shows_risk_breaches_rates_and_events_live_in_chromium(
 
 async def test_a_department_sees_only_its_own_tickets_and_events(
     sla: ServiceProcess,
-    board_settings: CommonSettings,
+    module_settings: CommonSettings,
     credential: Callable[[Role, str], dict[str, str]],
     http: httpx.AsyncClient,
 ) -> None:
-    own = await route(board_settings, "bj-education")
-    other = await route(board_settings, "tj-housing")
+    own = await route(module_settings, "bj-education")
+    other = await route(module_settings, "tj-housing")
     education = credential(Role.DEPARTMENT, "bj-education")
 
     async def started_seen(headers: dict[str, str]) -> set[str]:

@@ -13,6 +13,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shared.auth import Role
+from shared.settings import CommonSettings
 from tests.harness import ServiceProcess, WebhookReceiver, running_services, submit, ticket_body
 
 pytestmark = pytest.mark.integration
@@ -29,11 +30,13 @@ def collector() -> Iterator[WebhookReceiver]:
 @pytest.fixture(scope="module")
 def suite(
     service_env: dict[str, str],
+    module_settings: CommonSettings,
     collector: WebhookReceiver,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[dict[str, ServiceProcess]]:
     env = {
         **service_env,
+        "PARKDESK_NAMESPACE": module_settings.namespace,
         "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url.removesuffix("/hook"),
         "OTEL_BSP_SCHEDULE_DELAY": "200",
     }
