@@ -45,7 +45,8 @@ BROWSER_PACKAGES := chromium fonts-wqy-zenhei
 
 browser: ## install Debian's chromium and a CJK font for the board's browser test (root or sudo)
 	@missing=$$(for package in $(BROWSER_PACKAGES); do \
-		dpkg -s $$package >/dev/null 2>&1 || echo $$package; done); \
+		dpkg-query -W -f='$${Status}' $$package 2>/dev/null | grep -q 'install ok installed' \
+			|| echo $$package; done); \
 	if [ -n "$$missing" ]; then \
 		run=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		echo "[browser] installing" $$missing "from Debian..."; \
