@@ -32,7 +32,7 @@ from bench.sla import with_namespace
 from shared.auth import Role, issue_credential
 from shared.departments import DEPARTMENTS
 from shared.settings import CommonSettings
-from tests.harness import ServiceProcess, running_services, ticket_body
+from tests.harness import ServiceProcess, environment, running_services, ticket_body
 
 RESULTS = Path(__file__).with_name("results")
 SERVICES = ["intake", "routing", "sla", "notify"]
@@ -219,12 +219,7 @@ async def raw_ceiling(settings: CommonSettings, count: int, size: int) -> dict[s
 
 @contextmanager
 def suite(settings: CommonSettings, secret: str) -> Iterator[dict[str, ServiceProcess]]:
-    env = {
-        "PARKDESK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
-        "PARKDESK_NAMESPACE": settings.namespace,
-        "PARKDESK_AUTH_SECRET": secret,
-    }
+    env = environment(settings, secret)
     # The services' logs stay beside the results, for a look when a figure surprises.
     logs = RESULTS / "e2e-logs"
     logs.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,7 @@ from services.sla.domain import Clock, SlaPolicy, Targets, start_clock
 from services.sla.handlers import ClockOwnership, EventHandlers
 from services.sla.store import SealedClock, SlaStore, document_of
 from services.sla.timers import ClockScheduler, Due
-from shared.admin import provision_topics, remove_namespace
+from shared.admin import provisioned
 from shared.events import Category, Priority, TicketRouted
 from shared.kafka import make_broker
 from shared.mongo import connect
@@ -186,12 +186,8 @@ async def lateness(settings: CommonSettings, count: int, held: int) -> dict[str,
 
 
 async def with_namespace(work: Any) -> Any:
-    settings = CommonSettings(namespace="bench" + secrets.token_hex(3))
-    await provision_topics(settings)
-    try:
+    async with provisioned(CommonSettings(namespace="bench" + secrets.token_hex(3))) as settings:
         return await work(settings)
-    finally:
-        await remove_namespace(settings)
 
 
 def main() -> None:

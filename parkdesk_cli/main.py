@@ -293,18 +293,23 @@ def report(
 # --- dead letters -----------------------------------------------------------------------
 
 
-async def _read_to_end(settings: CommonSettings, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record of a topic, oldest first, up to its end as it was when asked."""
+async def read_to_end(settings: CommonSettings, *topics: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of the topics, oldest first per partition, up to their ends as they were
+    when asked."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
     )
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
-            raise _fail(f"no topic {topic}: provision the namespace's topics first")
+        missing = set(topics) - await consumer.topics()
+        if missing:
+            named = ", ".join(sorted(missing))
+            raise _fail(f"no topic {named}: provision the namespace's topics first")
         # The layout is the code's (shared/topics.py), which provisioning applies.
         partitions = [
-            TopicPartition(topic, p) for p in range(settings.topics.spec(topic).partitions)
+            TopicPartition(topic, p)
+            for topic in topics
+            for p in range(settings.topics.spec(topic).partitions)
         ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
@@ -333,7 +338,7 @@ def list_dead_letters(
 ) -> None:
     """Every dead letter: where it came from, who gave up on it, and why."""
     settings = _kafka()
-    records = asyncio.run(_read_to_end(settings, settings.topics.dead_letters))
+    records = asyncio.run(read_to_end(settings, settings.topics.dead_letters))
     table = Table(title=f"{settings.topics.dead_letters}: {len(records)} dead letters")
     for column in ("offset", "time", "service", "source", "type", "reason"):
         table.add_column(column)
@@ -359,7 +364,7 @@ def list_dead_letters(
 def show_dead_letter(offset: int) -> None:
     """One dead letter in full: its headers and its original bytes."""
     settings = _kafka()
-    records = asyncio.run(_read_to_end(settings, settings.topics.dead_letters))
+    records = asyncio.run(read_to_end(settings, settings.topics.dead_letters))
     record = next((r for r in records if r.offset == offset), None)
     if record is None:
         raise _fail(f"no dead letter at offset {offset}")
@@ -384,7 +389,7 @@ def replay_dead_letters(
     if not offsets and not replay_all:
         raise _fail("name the offsets to replay, or --all")
     settings = _kafka()
-    records = asyncio.run(_read_to_end(settings, settings.topics.dead_letters))
+    records = asyncio.run(read_to_end(settings, settings.topics.dead_letters))
     chosen = [
         r
         for r in records

@@ -4,6 +4,8 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from aiokafka import AIOKafkaProducer
@@ -47,6 +49,16 @@ async def remove_namespace(settings: CommonSettings) -> None:
             await client.drop_database(settings.database_name(service))
     finally:
         await client.close()
+
+
+@asynccontextmanager
+async def provisioned(settings: CommonSettings) -> AsyncIterator[CommonSettings]:
+    """A namespace with its topics for the length of the block, removed afterwards."""
+    await provision_topics(settings)
+    try:
+        yield settings
+    finally:
+        await remove_namespace(settings)
 
 
 async def provision_topics(settings: CommonSettings, wait_seconds: float = 60) -> list[str]:

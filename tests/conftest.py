@@ -13,11 +13,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
-from shared.admin import provision_topics, remove_namespace
+from shared.admin import provisioned
 from shared.auth import Role, issue_credential
 from shared.events import UndecodableEvent, decode_event
 from shared.settings import CommonSettings
-from tests.harness import Infra, infrastructure
+from tests.harness import Infra, environment, infrastructure
 
 AUTH_SECRET = secrets.token_hex(32)
 
@@ -37,9 +37,8 @@ async def settings(infra: Infra) -> AsyncIterator[CommonSettings]:
         mongodb_url=SecretStr(infra.mongodb_url),
         namespace=namespace,
     )
-    await provision_topics(settings)
-    yield settings
-    await remove_namespace(settings)
+    async with provisioned(settings):
+        yield settings
 
 
 @pytest.fixture(scope="module")
@@ -50,19 +49,13 @@ async def module_settings(
     catch up on: the run's shared namespace holds every earlier module's tickets and clocks."""
     suffix = hashlib.sha256(request.module.__name__.encode()).hexdigest()[:6]
     own = settings.model_copy(update={"namespace": f"{settings.namespace}m{suffix}"})
-    await provision_topics(own)
-    yield own
-    await remove_namespace(own)
+    async with provisioned(own):
+        yield own
 
 
 @pytest.fixture(scope="session")
 def service_env(settings: CommonSettings) -> dict[str, str]:
-    return {
-        "PARKDESK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
-        "PARKDESK_NAMESPACE": settings.namespace,
-        "PARKDESK_AUTH_SECRET": AUTH_SECRET,
-    }
+    return environment(settings, AUTH_SECRET)
 
 
 @pytest.fixture(scope="session")

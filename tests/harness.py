@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from shared.settings import CommonSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +47,17 @@ def infrastructure() -> Iterator[Infra]:
         os.environ.get("PARKDESK_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
         os.environ.get("PARKDESK_MONGODB_URL", "mongodb://127.0.0.1:27027/"),
     )
+
+
+def environment(settings: CommonSettings, auth_secret: str) -> dict[str, str]:
+    """What every service process needs: where the broker and store are, its namespace, and
+    the secret credentials are signed with."""
+    return {
+        "PARKDESK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
+        "PARKDESK_NAMESPACE": settings.namespace,
+        "PARKDESK_AUTH_SECRET": auth_secret,
+    }
 
 
 def free_port() -> int:

@@ -66,10 +66,6 @@ class OutboxRelay:
                 self._queue.append(traced)
         self._wakeup.set()
 
-    @property
-    def backlog(self) -> int:
-        return len(self._queue)
-
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()

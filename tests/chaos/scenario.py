@@ -28,15 +28,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from pymongo import AsyncMongoClient
 
-from shared.admin import provision_topics, remove_namespace
+from parkdesk_cli.main import read_to_end
+from shared.admin import provisioned
 from shared.auth import Role, issue_credential
 from shared.departments import DEPARTMENTS
 from shared.settings import CommonSettings
 from tests.chaos.infra import KafkaCluster, LocalInfrastructure
-from tests.harness import ServiceProcess, WebhookReceiver, running_services, ticket_body
+from tests.harness import (
+    ServiceProcess,
+    WebhookReceiver,
+    environment,
+    running_services,
+    ticket_body,
+)
 
 log = logging.getLogger("parkdesk.chaos")
 
@@ -196,30 +202,13 @@ class Account:
 
 async def read_topics(settings: CommonSettings, topics: list[str]) -> list[dict[str, Any]]:
     """Every event on the topics, from the beginning to their current end."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False
-    )
-    await consumer.start()
-    try:
-        partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in range(settings.topics.spec(topic).partitions)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        events = []
-        while any([await consumer.position(p) < end for p, end in ends.items()]):
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for record in records:
-                    try:
-                        events.append(json.loads(record.value or b""))
-                    except ValueError:
-                        continue
-        return events
-    finally:
-        await consumer.stop()
+    events = []
+    for record in await read_to_end(settings, *topics):
+        try:
+            events.append(json.loads(record.value or b""))
+        except ValueError:
+            continue
+    return events
 
 
 async def account_for(
@@ -305,10 +294,7 @@ def the_suite(
 ) -> Iterator[tuple[dict[str, ServiceProcess], WebhookReceiver]]:
     with WebhookReceiver() as webhook:
         env = {
-            "PARKDESK_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
-            "PARKDESK_NAMESPACE": settings.namespace,
-            "PARKDESK_AUTH_SECRET": secret,
+            **environment(settings, secret),
             "PARKDESK_RESOLUTION_TARGET_SECONDS": str(load.sla_seconds),
             "PARKDESK_FIRST_RESPONSE_TARGET_SECONDS": str(load.sla_seconds / 3),
             "PARKDESK_WEBHOOK_URL": webhook.url,
@@ -347,16 +333,6 @@ async def run_scenario(
     return account, run, sent
 
 
-async def in_fresh_namespace(
-    settings: CommonSettings, work: Callable[[CommonSettings], Awaitable[Any]]
-) -> Any:
-    await provision_topics(settings)
-    try:
-        return await work(settings)
-    finally:
-        await remove_namespace(settings)
-
-
 async def on_the_local_broker(load: Load, logs: Path, seed: int) -> dict[str, Any]:
     """Every service killed in turn, the broker killed and restarted, the store stopped for a
     while: all on the project's local single-node infrastructure."""
@@ -375,10 +351,8 @@ async def on_the_local_broker(load: Load, logs: Path, seed: int) -> dict[str, An
         run.stop_store = local.stop_store
         run.start_store = local.start_store
 
-    settings = CommonSettings(namespace="chaos" + secrets.token_hex(3))
-    account, run, sent = await in_fresh_namespace(
-        settings, lambda s: run_scenario(s, load, faults, logs / "local", seed, wire)
-    )
+    async with provisioned(CommonSettings(namespace="chaos" + secrets.token_hex(3))) as settings:
+        account, run, sent = await run_scenario(settings, load, faults, logs / "local", seed, wire)
     return report("one broker, services and store killed", account, run, sent)
 
 
@@ -398,9 +372,10 @@ async def on_three_brokers(load: Load, logs: Path, seed: int, state: Path) -> di
             kafka_bootstrap_servers=cluster.bootstrap_servers,
             topic_replication_factor=3,
         )
-        account, run, sent = await in_fresh_namespace(
-            settings, lambda s: run_scenario(s, load, faults, logs / "cluster", seed, wire)
-        )
+        async with provisioned(settings):
+            account, run, sent = await run_scenario(
+                settings, load, faults, logs / "cluster", seed, wire
+            )
     finally:
         await asyncio.to_thread(cluster.stop)
     return report("three brokers, one lost for good", account, run, sent)
