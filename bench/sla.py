@@ -26,7 +26,7 @@ from typing import Any
 from aiokafka import TopicPartition
 
 from services.sla.domain import Clock, SlaPolicy, Targets, start_clock
-from services.sla.handlers import ClockOwnership, EventHandlers
+from services.sla.handlers import ClockOwnership, EventHandlers, Firing, stage_firing
 from services.sla.store import SealedClock, SlaStore, document_of
 from services.sla.timers import ClockScheduler, Due
 from shared.admin import provisioned
@@ -61,8 +61,8 @@ def in_memory(count: int, memory_sample: int = 100_000) -> dict[str, float]:
     start = datetime.now(UTC)
     documents = [document_of(clock(n, start).next_version()) for n in range(count)]
 
-    def rebuild(found: list[dict[str, Any]]) -> ClockScheduler:
-        scheduler = ClockScheduler(never, lambda: start)
+    def rebuild(found: list[dict[str, Any]]) -> ClockScheduler[Due]:
+        scheduler = ClockScheduler(Due, never, lambda: start)
         scheduler.adopt(
             SealedClock(document, n % PARTITIONS, POLICY.calendar)
             for n, document in enumerate(found)
@@ -97,7 +97,7 @@ def in_memory(count: int, memory_sample: int = 100_000) -> dict[str, float]:
     }
 
 
-async def never(_: Due) -> list[Clock]:
+async def never(_: list[Due]) -> list[Clock]:
     raise AssertionError("nothing is due")
 
 
@@ -111,7 +111,7 @@ async def from_store(settings: CommonSettings, count: int) -> dict[str, float]:
             batch = range(first, min(count, first + WRITE_BATCH))
             await store.save_all([clock(n, start) for n in batch])
         written = time.perf_counter() - began
-        scheduler = ClockScheduler(never, lambda: start)
+        scheduler = ClockScheduler(Due, never, lambda: start)
         ownership = ClockOwnership(store, scheduler, settings.topics.tickets)
         began = time.perf_counter()
         await ownership.on_partitions_assigned(
@@ -141,16 +141,16 @@ async def lateness(settings: CommonSettings, count: int, held: int) -> dict[str,
         handlers = EventHandlers(store, broker, settings.topics, POLICY, lambda: datetime.now(UTC))
         real_fire = handlers.on_milestones_due
 
-        async def timed_fire(fired: Due) -> list[Clock]:
+        async def timed_fire(fired: list[Firing]) -> list[Clock]:
             result = await real_fire(fired)
             now = time.time()
-            for each, _ in fired:
-                fired_at[each.ticket_id] = now
+            for each in fired:
+                fired_at[each.clock.ticket_id] = now
             if len(fired_at) == count:
                 all_fired.set()
             return result
 
-        scheduler = ClockScheduler(timed_fire, lambda: datetime.now(UTC))
+        scheduler = ClockScheduler(stage_firing, timed_fire, lambda: datetime.now(UTC))
         # The others an instance holds meanwhile, due hours later: the fires must not slow
         # down with the size of what is held.
         later = (clock(n, datetime.now(UTC)).next_version() for n in range(count, held))

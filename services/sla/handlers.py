@@ -7,6 +7,7 @@ import hashlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path as Path_
 from typing import Annotated, Any
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from services.sla.domain import (
     Clock,
+    Milestone,
     SlaPolicy,
     acknowledge,
     met_event,
@@ -38,7 +40,7 @@ from services.sla.domain import (
     transfer,
 )
 from services.sla.feed import SlaFeed
-from services.sla.store import SlaStore, StaleClock
+from services.sla.store import NextVersion, SlaStore, StaleClock, next_version
 from services.sla.timers import ClockScheduler, Due
 from shared.auth import Authenticator, Principal, Role
 from shared.events import (
@@ -68,6 +70,17 @@ Transition = Callable[[Clock, Any], Clock]
 Reaction = Callable[[Clock, Any], list[Event]]
 
 
+@dataclass(frozen=True, slots=True)
+class Firing(Due):
+    """A milestone's fire, staged: the clock as it will be stored once the milestone fired."""
+
+    fired: NextVersion
+
+
+def stage_firing(clock: Clock, milestone: Milestone) -> Firing:
+    return Firing(clock, milestone, next_version(clock.with_fired(milestone.name)))
+
+
 class EventHandlers:
     def __init__(
         self,
@@ -82,7 +95,7 @@ class EventHandlers:
         self._topics = topics
         self._policy = policy
         self._now = now
-        self.scheduler = ClockScheduler(self.on_milestones_due, now)
+        self.scheduler = ClockScheduler(stage_firing, self.on_milestones_due, now)
         OPEN_CLOCKS.set_function(lambda: len(self.scheduler))
 
     async def on_ticket_routed(self, event: TicketRouted, source: Source) -> None:
@@ -156,12 +169,12 @@ class EventHandlers:
             # Republished as the same events on a redelivery, so nothing is lost in between.
             await self._say(reaction(clock, event))
 
-    async def on_milestones_due(self, due: Due) -> list[Clock]:
+    async def on_milestones_due(self, due: list[Firing]) -> list[Clock]:
         # Published before they are marked fired: a crash in between fires them again, under
         # the same event ids, rather than never.
         now = self._now()
-        await self._say([milestone_event(clock, milestone, now) for clock, milestone in due])
-        return await self._store.save_all([clock.with_fired(m.name) for clock, m in due])
+        await self._say([milestone_event(each.clock, each.milestone, now) for each in due])
+        return await self._store.save_versions([each.fired for each in due])
 
     async def _say(self, events: list[Event]) -> None:
         await publish_all(self._broker, self._topics.sla, events)
@@ -177,7 +190,7 @@ def no_reaction(_: Clock, __: Event) -> list[Event]:
 class ClockOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
     """Holds in memory exactly the clocks of the ticket partitions this instance is assigned."""
 
-    def __init__(self, store: SlaStore, scheduler: ClockScheduler, tickets_topic: str) -> None:
+    def __init__(self, store: SlaStore, scheduler: ClockScheduler[Any], tickets_topic: str) -> None:
         self._store = store
         self._scheduler = scheduler
         self._topic = tickets_topic

@@ -17,6 +17,7 @@ few fields the store queries: every top-level field costs the FerretDB reader, m
 
 import asyncio
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,20 @@ READ_BATCH = 10_000
 
 class StaleClock(Exception):
     """Another writer stored this version of the clock first: start again from the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class NextVersion:
+    """The next version of a clock and the document that stores it, made before the write (a
+    fire stages it seconds ahead of its due time)."""
+
+    clock: Clock
+    document: Document
+
+
+def next_version(clock: Clock) -> NextVersion:
+    saved = clock.next_version()
+    return NextVersion(saved, document_of(saved))
 
 
 class SlaStore:
@@ -72,14 +87,17 @@ class SlaStore:
     async def save_all(self, clocks: list[Clock]) -> list[Clock]:
         """Stores the next version of each clock in one write per partition; returns them as
         stored, each as the store has it now, where another writer got there first."""
-        saved = [clock.next_version() for clock in clocks]
+        return await self.save_versions([next_version(clock) for clock in clocks])
+
+    async def save_versions(self, versions: list[NextVersion]) -> list[Clock]:
         by_partition: dict[int, list[Document]] = {}
-        for clock in saved:
-            by_partition.setdefault(clock.partition, []).append(document_of(clock))
+        for version in versions:
+            by_partition.setdefault(version.clock.partition, []).append(version.document)
         written = await asyncio.gather(
             *(self._insert_versions(p, documents) for p, documents in by_partition.items())
         )
         stale = set().union(*written)
+        saved = [version.clock for version in versions]
         if not stale:
             return saved
         current = []

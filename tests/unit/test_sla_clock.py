@@ -7,6 +7,7 @@ import pytest
 
 from services.sla.domain import (
     Clock,
+    Milestone,
     SlaPolicy,
     Targets,
     acknowledge,
@@ -156,12 +157,12 @@ class Recorder:
         self.fired: list[tuple[str, str]] = []
         self.failures = failures
 
-    async def __call__(self, due: Due) -> list[Clock]:
+    async def __call__(self, due: list[Due]) -> list[Clock]:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("broker away")
-        self.fired.extend((clock.ticket_id[-4:], milestone.name) for clock, milestone in due)
-        return [clock.with_fired(milestone.name) for clock, milestone in due]
+        self.fired.extend((each.clock.ticket_id[-4:], each.milestone.name) for each in due)
+        return [each.clock.with_fired(each.milestone.name) for each in due]
 
 
 def utc_now() -> datetime:
@@ -174,7 +175,7 @@ def short_clock(ticket: str, partition: int = 0, offset_ms: int = 0) -> Clock:
     return start_clock(routed(start, ticket), policy, partition)
 
 
-async def run_for(scheduler: ClockScheduler, seconds: float) -> None:
+async def run_for(scheduler: ClockScheduler[Due], seconds: float) -> None:
     task = asyncio.create_task(scheduler.run())
     await asyncio.sleep(seconds)
     task.cancel()
@@ -184,7 +185,7 @@ async def run_for(scheduler: ClockScheduler, seconds: float) -> None:
 
 async def test_scheduler_fires_each_milestone_once_in_order() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     clock = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0AAAA")
     scheduler.add(clock)
     scheduler.add(clock)  # a redelivery: held already
@@ -201,7 +202,7 @@ async def test_scheduler_fires_each_milestone_once_in_order() -> None:
 
 async def test_overdue_milestones_fire_at_once_and_others_wait() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0BBBB", offset_ms=-1000))
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0CCCC", offset_ms=60_000))
 
@@ -218,7 +219,7 @@ async def test_overdue_milestones_fire_at_once_and_others_wait() -> None:
 
 async def test_a_changed_clock_fires_by_its_new_milestones() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     clock = acknowledge(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0GGGG"), utc_now())
     scheduler.add(clock)
     async with scheduler.locked(clock.ticket_id):
@@ -229,9 +230,35 @@ async def test_a_changed_clock_fires_by_its_new_milestones() -> None:
     assert recorder.fired == []
 
 
+async def test_a_fire_is_staged_before_it_is_due_and_a_later_change_wins() -> None:
+    staged: list[str] = []
+
+    def stage(clock: Clock, milestone: Milestone) -> Due:
+        staged.append(milestone.name)
+        return Due(clock, milestone)
+
+    recorder = Recorder()
+    scheduler = ClockScheduler(stage, recorder, utc_now)
+    clock = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0LLLL", offset_ms=300)  # first response in 0.4 s
+    scheduler.add(clock)
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0.1)
+    assert (staged, recorder.fired) == (["g1:first-response"], [])
+
+    async with scheduler.locked(clock.ticket_id):
+        # Answered after its fire was staged: the staged fire must not go out.
+        scheduler.hold(acknowledge(clock, utc_now()))
+    await asyncio.sleep(0.8)
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+
+    assert recorder.fired == [("LLLL", "g1:warning-75"), ("LLLL", "g1:breached")]
+
+
 async def test_clocks_of_revoked_partitions_do_not_fire() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0DDDD", partition=1))
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0EEEE", partition=2))
 
@@ -243,7 +270,7 @@ async def test_clocks_of_revoked_partitions_do_not_fire() -> None:
 
 async def test_a_failed_fire_is_retried_not_skipped() -> None:
     recorder = Recorder(failures=2)
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0FFFF", offset_ms=-1000))
 
     await run_for(scheduler, 1.5)
@@ -258,13 +285,13 @@ async def test_a_failed_fire_is_retried_not_skipped() -> None:
 async def test_an_unexpected_failure_of_one_clock_does_not_stop_the_others() -> None:
     fired: list[str] = []
 
-    async def fire(due: Due) -> list[Clock]:
-        if any(clock.ticket_id.endswith("BAD0") for clock, _ in due):
+    async def fire(due: list[Due]) -> list[Clock]:
+        if any(each.clock.ticket_id.endswith("BAD0") for each in due):
             raise RuntimeError("a bug in one clock")
-        fired.extend(clock.ticket_id[-4:] for clock, _ in due)
-        return [clock.with_fired(milestone.name) for clock, milestone in due]
+        fired.extend(each.clock.ticket_id[-4:] for each in due)
+        return [each.clock.with_fired(each.milestone.name) for each in due]
 
-    scheduler = ClockScheduler(fire, utc_now)
+    scheduler = ClockScheduler(Due, fire, utc_now)
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0BAD0", offset_ms=-1000))
     scheduler.add(short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0G00D", offset_ms=-1000))
 
@@ -293,7 +320,7 @@ class SealedForTest:
 
 async def test_an_adopted_clock_fires_by_the_policy_in_force_not_the_stored_time() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     clock = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0HHHH", offset_ms=60_000)
     # Stored under an older policy that put it in the past; the clock now says a minute on.
     scheduler.adopt([SealedForTest(clock, utc_now() - timedelta(seconds=1))])
@@ -306,7 +333,7 @@ async def test_an_adopted_clock_fires_by_the_policy_in_force_not_the_stored_time
 
 async def test_adopted_clocks_fire_when_due_and_are_opened_only_then() -> None:
     recorder = Recorder()
-    scheduler = ClockScheduler(recorder, utc_now)
+    scheduler = ClockScheduler(Due, recorder, utc_now)
     due = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0JJJJ", offset_ms=-1000)
     later = short_clock("T-01M8M3WQ6WQ4ZQ3FGCHBD0KKKK", offset_ms=60_000)
     opened: list[str] = []
