@@ -542,14 +542,13 @@ class EventHandlers:
         self._store = store
 
     async def on_own_event(self, event: Event, _: Source) -> None:
-        await self._refresh(event.ticket_id)
+        await self._refresh(await self._store.ticket_events(event.ticket_id))
 
     async def on_learned_event(self, event: Event, _: Source) -> None:
-        await self._store.learn(event)
-        await self._refresh(event.ticket_id)
+        await self._refresh(await self._store.learn(event))
 
-    async def _refresh(self, ticket_id: str) -> None:
-        state = fold(await self._store.ticket_events(ticket_id))
+    async def _refresh(self, ticket_events: list[Event]) -> None:
+        state = fold(ticket_events)
         if state is not None:
             await self._store.save_view(state, datetime.now(UTC))
 

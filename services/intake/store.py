@@ -170,27 +170,32 @@ class IntakeStore:
             {"_id": SWEEP_CHECKPOINT}, {"relayed_before": relayed_before}, upsert=True
         )
 
-    async def learn(self, event: Event) -> None:
-        """Keeps another service's event of a ticket, once, in the next free place."""
+    async def learn(self, event: Event) -> list[Event]:
+        """Keeps another service's event of a ticket, once, in the next free place; returns all
+        the ticket's events, this one among them, for the caller to fold."""
         event_id = str(event.event_id)
-        learned = await _in_places(self._learned, event.ticket_id)
-        if any(document["event_id"] == event_id for document in learned):
-            return
-        position = len(learned) + 1
-        while not await insert_once(
-            self._learned,
-            {
-                "_id": place(event.ticket_id, position),
+        own, learned = await asyncio.gather(
+            _in_places(self._outbox, event.ticket_id), _in_places(self._learned, event.ticket_id)
+        )
+        if all(document["event_id"] != event_id for document in learned):
+            document = {
                 "event_id": event_id,
                 "ticket_id": event.ticket_id,
                 "event": event.model_dump(mode="json"),
-            },
-        ):
-            # The place was taken meanwhile, or this very event was kept by another consumer
-            # of the partition during a rebalance.
-            if await self._learned.find_one({"event_id": event_id}, {"_id": 1}):
-                return
-            position += 1
+            }
+            position = len(learned) + 1
+            while not await insert_once(
+                self._learned, {"_id": place(event.ticket_id, position), **document}
+            ):
+                # The place was taken meanwhile, or this very event was kept by another
+                # consumer of the partition during a rebalance: read the places again.
+                position += 1
+                if await self._learned.find_one({"event_id": event_id}, {"_id": 1}):
+                    learned = await _in_places(self._learned, event.ticket_id)
+                    break
+            else:
+                learned = [*learned, document]
+        return [_event(document) for document in own + learned]
 
     async def ticket_events(self, ticket_id: str) -> list[Event]:
         own, learned = await asyncio.gather(
@@ -216,24 +221,27 @@ class IntakeStore:
         )
 
     async def save_view(self, state: TicketState, now: datetime) -> None:
-        """The read model of one ticket; called by the one consumer of its partition."""
+        """The read model of one ticket; called by the one consumer of its partition. Written
+        only when it changed: an update costs FerretDB a scan of the collection, a read by
+        `_id` does not."""
+        view = {
+            "enterprise_id": state.ticket.enterprise.id,
+            "department": state.department,
+            "status": state.status.value,
+            "subject": state.ticket.subject,
+            "category": state.ticket.category.value,
+            "submitted_at": _as_stored(state.ticket.submitted_at),
+            "due_at": _as_stored(state.resolution_due_at),
+            "paused": state.paused,
+            "at_risk": state.at_risk,
+            "breached": state.breached,
+        }
+        stored = await self._tickets.find_one({"_id": state.ticket.ticket_id})
+        if stored is not None and all(stored.get(field) == value for field, value in view.items()):
+            return
         await self._tickets.update_one(
             {"_id": state.ticket.ticket_id},
-            {
-                "$set": {
-                    "enterprise_id": state.ticket.enterprise.id,
-                    "department": state.department,
-                    "status": state.status.value,
-                    "subject": state.ticket.subject,
-                    "category": state.ticket.category.value,
-                    "submitted_at": state.ticket.submitted_at,
-                    "due_at": state.resolution_due_at,
-                    "paused": state.paused,
-                    "at_risk": state.at_risk,
-                    "breached": state.breached,
-                    "updated_at": now,
-                }
-            },
+            {"$set": {**view, "updated_at": now}},
             upsert=True,
         )
 
@@ -254,6 +262,11 @@ class IntakeStore:
             .limit(limit)
         )
         return [document async for document in cursor]
+
+
+def _as_stored(moment: datetime) -> datetime:
+    """A time as the store gives it back: BSON keeps milliseconds."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def place(ticket_id: str, position: int) -> str:
