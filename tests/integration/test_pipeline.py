@@ -207,7 +207,10 @@ async def test_ticket_travels_the_whole_pipeline(
     ]
     assert view["breached"] is True
     assert view["remaining_seconds"] < 0
-    inbox = (await http.get(f"{suite.notify.url}/v1/inbox", headers=enterprise)).json()
+    # The largest page: other tests' tickets of this enterprise may be newer than this one's.
+    inbox = (
+        await http.get(f"{suite.notify.url}/v1/inbox", params={"limit": 200}, headers=enterprise)
+    ).json()
     subjects = [item["subject"] for item in inbox["items"] if item["ticket_id"] == ticket_id]
     assert f"工单 {ticket_id} 已受理" in subjects
     assert inbox["unread"] >= 3
@@ -216,7 +219,9 @@ async def test_ticket_travels_the_whole_pipeline(
     read_url = f"{suite.notify.url}/v1/inbox/{receipt['id']}/read"
     for _ in range(2):
         assert (await http.post(read_url, headers=enterprise)).status_code == 204
-    after = (await http.get(f"{suite.notify.url}/v1/inbox", headers=enterprise)).json()
+    after = (
+        await http.get(f"{suite.notify.url}/v1/inbox", params={"limit": 200}, headers=enterprise)
+    ).json()
     assert after["unread"] == inbox["unread"] - 1
     assert next(i for i in after["items"] if i["id"] == receipt["id"])["read"] is True
     # Nobody else can mark it.
