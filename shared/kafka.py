@@ -176,6 +176,7 @@ class EventConsumer:
         service: str,
         topics: list[str],
         listener: ConsumerRebalanceListener | None = None,
+        workers: int = 1,
     ) -> None:
         self._broker = broker
         self._dead_letters = settings.topics.dead_letters
@@ -190,6 +191,9 @@ class EventConsumer:
             ack_policy=AckPolicy.NACK_ON_ERROR,
             auto_offset_reset="earliest",
             listener=self._membership,
+            # More than one: that many consumers of the group in this process, each committing
+            # only its own partitions (FastStream allows it for a single topic).
+            max_workers=workers,
         )
 
         @self._subscriber
@@ -212,20 +216,19 @@ class EventConsumer:
         fetched, minus this consumer's position."""
         reported: set[TopicPartition] = set()
         while True:
-            consumer: AIOKafkaConsumer | None = self._subscriber.consumer
-            assigned = consumer.assignment() if consumer is not None else set()
-            for gone in reported - assigned:
+            lags = {tp: lag for consumer in self._consumers() for tp, lag in await _lags(consumer)}
+            for gone in reported - lags.keys():
                 CONSUMER_LAG.remove(gone.topic, str(gone.partition))
-            reported = set()
-            for tp in assigned:
-                end = consumer.highwater(tp) if consumer is not None else None
-                if end is None:
-                    continue
-                with contextlib.suppress(KafkaError, AssertionError):
-                    position = await consumer.position(tp)  # type: ignore[union-attr]
-                    CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(max(0, end - position))
-                    reported.add(tp)
+            for tp, lag in lags.items():
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
+            reported = set(lags)
             await asyncio.sleep(every_seconds)
+
+    def _consumers(self) -> list[AIOKafkaConsumer]:
+        # With several workers, FastStream runs one consumer per worker, in `consumer_subgroup`.
+        several: list[AIOKafkaConsumer] = getattr(self._subscriber, "consumer_subgroup", [])
+        one: AIOKafkaConsumer | None = self._subscriber.consumer
+        return several or ([one] if one is not None else [])
 
     def on(self, model: type[E], handler: Callable[[E, Source], Awaitable[None]]) -> None:
         self._handlers[model] = handler
@@ -324,6 +327,18 @@ class EventConsumer:
             record.value or b"", self._dead_letters, key=record.key, headers=headers
         )
         DEAD_LETTERS.labels(record.topic).inc()
+
+
+async def _lags(consumer: AIOKafkaConsumer) -> list[tuple[TopicPartition, int]]:
+    """Each assigned partition's end as last fetched, minus the consumer's position."""
+    lags = []
+    for tp in consumer.assignment():
+        end = consumer.highwater(tp)
+        if end is None:
+            continue
+        with contextlib.suppress(KafkaError, AssertionError):
+            lags.append((tp, max(0, end - await consumer.position(tp))))
+    return lags
 
 
 class _GroupMembership(ConsumerRebalanceListener):  # type: ignore[misc]

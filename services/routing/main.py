@@ -28,7 +28,9 @@ def create(settings: RoutingSettings) -> FastAPI:
     store = RoutingStore(database)
     broker = make_broker(settings, NAME)
     handlers = EventHandlers(store, broker, settings.topics, policies, utc_now)
-    consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets])
+    consumer = EventConsumer(
+        broker, settings, NAME, [settings.topics.tickets], workers=settings.consumer_workers
+    )
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
     consumer.on(TicketTransferred, handlers.on_ticket_transferred)
     for action in FORWARDED_ACTIONS:

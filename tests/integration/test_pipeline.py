@@ -622,7 +622,9 @@ async def test_every_event_the_suite_published_is_in_its_asyncapi_document(
         assert not undocumented, f"{topic} carries {undocumented}, not in the AsyncAPI document"
 
 
-async def test_every_service_is_ready_and_its_metrics_count_what_it_did(suite: Suite) -> None:
+async def test_every_service_is_ready_and_its_metrics_count_what_it_did(
+    suite: Suite, settings: CommonSettings
+) -> None:
     """After the tickets and poison of the tests above: every service reports ready, and its
     /metrics show the events it handled, published and dead-lettered, and its consumer lag."""
     async with httpx.AsyncClient(timeout=10) as http:
@@ -676,9 +678,22 @@ async def test_every_service_is_ready_and_its_metrics_count_what_it_did(suite: S
             >= 1
         )
 
+        tickets = settings.topics.tickets
+        every_partition = {
+            str(p)
+            for spec in settings.topics.specs()
+            if spec.name == tickets
+            for p in range(spec.partitions)
+        }
+
         async def lag_reported() -> bool:
+            # routing runs several consumers of the group: their partitions together are all.
             found = await samples(suite.routing)
-            return any(s.name == "parkdesk_consumer_lag" for s in found)
+            return every_partition == {
+                s.labels["partition"]
+                for s in found
+                if s.name == "parkdesk_consumer_lag" and s.labels["topic"] == tickets
+            }
 
         for _ in range(30):  # the gauge is refreshed every 10 s
             if await lag_reported():
