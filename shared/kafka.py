@@ -185,18 +185,23 @@ class EventConsumer:
         self._membership = _GroupMembership(listener)
         self.stopping = asyncio.Event()
 
-        self._subscriber = broker.subscriber(
-            *topics,
-            group_id=f"{settings.namespace}-{service}",
-            ack_policy=AckPolicy.NACK_ON_ERROR,
-            auto_offset_reset="earliest",
-            listener=self._membership,
-            # More than one: that many consumers of the group in this process, each committing
-            # only its own partitions (FastStream allows it for a single topic).
-            max_workers=workers,
-        )
+        # One subscriber per topic, each with `workers` consumers of the group, each of those
+        # with its own partitions and committing only them (FastStream runs several consumers
+        # of a subscriber for a single topic only). A service waits on its store and the
+        # broker far more than on the CPU: several consumers handle several tickets at once,
+        # still in order within a partition.
+        self._subscribers = [
+            broker.subscriber(
+                topic,
+                group_id=f"{settings.namespace}-{service}",
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                auto_offset_reset="earliest",
+                listener=self._membership,
+                max_workers=workers,
+            )
+            for topic in topics
+        ]
 
-        @self._subscriber
         async def on_record(message: KafkaMessage) -> None:
             try:
                 await self.process(message.raw_message)
@@ -204,6 +209,9 @@ class EventConsumer:
                 # Back to this offset; the consumer reads its other partitions meanwhile.
                 await asyncio.sleep(DEFER_SECONDS)
                 await message.nack()
+
+        for subscriber in self._subscribers:
+            subscriber(on_record)
 
     @property
     def joined(self) -> bool:
@@ -225,10 +233,14 @@ class EventConsumer:
             await asyncio.sleep(every_seconds)
 
     def _consumers(self) -> list[AIOKafkaConsumer]:
-        # With several workers, FastStream runs one consumer per worker, in `consumer_subgroup`.
-        several: list[AIOKafkaConsumer] = getattr(self._subscriber, "consumer_subgroup", [])
-        one: AIOKafkaConsumer | None = self._subscriber.consumer
-        return several or ([one] if one is not None else [])
+        consumers: list[AIOKafkaConsumer] = []
+        for subscriber in self._subscribers:
+            # With several workers, FastStream keeps one consumer per worker in
+            # `consumer_subgroup`, and none in `consumer`.
+            several: list[AIOKafkaConsumer] = getattr(subscriber, "consumer_subgroup", [])
+            one: AIOKafkaConsumer | None = subscriber.consumer
+            consumers += several or ([one] if one is not None else [])
+        return consumers
 
     def on(self, model: type[E], handler: Callable[[E, Source], Awaitable[None]]) -> None:
         self._handlers[model] = handler

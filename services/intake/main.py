@@ -74,7 +74,13 @@ def create(settings: IntakeSettings) -> FastAPI:
         interval=timedelta(seconds=settings.outbox_sweep_seconds),
         grace=timedelta(seconds=settings.outbox_sweep_grace_seconds),
     )
-    consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets, settings.topics.sla])
+    consumer = EventConsumer(
+        broker,
+        settings,
+        NAME,
+        [settings.topics.tickets, settings.topics.sla],
+        workers=settings.consumer_workers,
+    )
     handlers = EventHandlers(store)
     for own in OWN_EVENTS:
         consumer.on(own, handlers.on_own_event)

@@ -10,6 +10,8 @@ from shared.settings import ServiceSettings
 
 class NotifySettings(ServiceSettings):
     http_port: int = Field(default=8003, ge=1, le=65535)
+    # notify waits on its store for each event, not on the CPU.
+    consumer_workers: int = Field(default=3, ge=1, le=16)
     webhook_url: str | None = Field(
         default=None, description="Where department and supervision notifications are POSTed."
     )

@@ -1,5 +1,6 @@
 """notify's event and request handlers."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable, Collection
@@ -92,17 +93,16 @@ class EventHandlers:
         self, event: Event, contact: EnterpriseContact | None, source: Source
     ) -> None:
         owner = owner_of(source.topic, source.partition)
-        subscriptions = {}
-        for recipient in audience(event, contact):
-            subscription = await self._store.subscription(recipient)
-            if subscription is not None:
-                subscriptions[recipient] = subscription
-        for message in messages_for(
+        # Looked up together and stored in one write: each round trip to the store is paid by
+        # every event of the partition behind this one.
+        recipients = sorted(audience(event, contact))
+        found = await asyncio.gather(*(self._store.subscription(r) for r in recipients))
+        subscriptions = {r: s for r, s in zip(recipients, found, strict=True) if s is not None}
+        messages = messages_for(
             event, contact, self._outbound, self._templates, self._muted, subscriptions
-        ):
-            notification = await self._store.record(event, message, owner, self._now())
-            if notification is not None:
-                self._dispatcher.submit(notification)
+        )
+        for notification in await self._store.record_all(event, messages, owner, self._now()):
+            self._dispatcher.submit(notification)
 
 
 class DeliveryOwnership(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -108,6 +108,7 @@ def create(settings: NotifySettings) -> FastAPI:
         NAME,
         [settings.topics.tickets, settings.topics.sla],
         listener=DeliveryOwnership(dispatcher),
+        workers=settings.consumer_workers,
     )
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
     for told in (

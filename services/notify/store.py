@@ -26,7 +26,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.notify.domain import EnterpriseContact, Message
 from services.notify.subscriptions import Subscription
 from shared.events import Channel, Event, Language
-from shared.mongo import Document, insert_once
+from shared.mongo import Document, insert_all_once, insert_once
 
 DELIVERED, FAILED = "delivered", "failed"
 
@@ -136,23 +136,35 @@ class NotifyStore:
         self, event: Event, message: Message, owner: str, now: datetime
     ) -> Notification | None:
         """Stores the notification; None if it exists already (a redelivery)."""
-        notification = Notification(
-            id=message.notification_id(event),
-            ticket_id=event.ticket_id,
-            correlation_id=event.correlation_id,
-            recipient=message.recipient,
-            channel=message.channel,
-            language=message.language,
-            subject=message.subject,
-            body=message.body,
-            trigger_event_id=str(event.event_id),
-            trigger_type=event.type,
-            owner=owner,
-            created_at=now,
+        stored = await self.record_all(event, [message], owner, now)
+        return stored[0] if stored else None
+
+    async def record_all(
+        self, event: Event, messages: list[Message], owner: str, now: datetime
+    ) -> list[Notification]:
+        """Stores what an event says, in one write; returns the notifications that are new
+        (a redelivery finds the others stored)."""
+        notifications = [
+            Notification(
+                id=message.notification_id(event),
+                ticket_id=event.ticket_id,
+                correlation_id=event.correlation_id,
+                recipient=message.recipient,
+                channel=message.channel,
+                language=message.language,
+                subject=message.subject,
+                body=message.body,
+                trigger_event_id=str(event.event_id),
+                trigger_type=event.type,
+                owner=owner,
+                created_at=now,
+            )
+            for message in messages
+        ]
+        present = await insert_all_once(
+            self._notifications, [_document(notification) for notification in notifications]
         )
-        if await insert_once(self._notifications, _document(notification)):
-            return notification
-        return None
+        return [n for index, n in enumerate(notifications) if index not in present]
 
     async def mark_delivered(
         self, notification: Notification, attempts: int, now: datetime

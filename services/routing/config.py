@@ -12,11 +12,5 @@ class RoutingSettings(ServiceSettings):
     policy_check_seconds: float = Field(
         default=5.0, gt=0, description="How often the policy file is checked for changes."
     )
-    consumer_workers: int = Field(
-        default=3,
-        ge=1,
-        le=64,
-        description="Consumers of the tickets topic in this process, each with its own "
-        "partitions: routing waits on the store and the broker, not the CPU, so several "
-        "tickets are handled at once (in order within a partition).",
-    )
+    # routing waits on its store and the broker for each ticket, not on the CPU.
+    consumer_workers: int = Field(default=3, ge=1, le=16)
