@@ -185,22 +185,27 @@ class EventConsumer:
         self._membership = _GroupMembership(listener)
         self.stopping = asyncio.Event()
 
-        # One subscriber per topic, each with `workers` consumers of the group, each of those
-        # with its own partitions and committing only them (FastStream runs several consumers
-        # of a subscriber for a single topic only). A service waits on its store and the
-        # broker far more than on the CPU: several consumers handle several tickets at once,
-        # still in order within a partition.
-        self._subscribers = [
-            broker.subscriber(
-                topic,
+        # One consumer reads all the topics, one record at a time, unless `workers` asks for
+        # more: then each topic has its own subscriber of that many consumers (FastStream runs
+        # several consumers of a subscriber for a single topic only), each with its own
+        # partitions and committing only them. Records stay in order within a partition, but
+        # events of one ticket on two topics may then be handled at the same moment: only
+        # for services whose handlers of one topic share no state with those of the other.
+        def subscribe(*of: str, workers: int) -> Any:
+            return broker.subscriber(
+                *of,
                 group_id=f"{settings.namespace}-{service}",
                 ack_policy=AckPolicy.NACK_ON_ERROR,
                 auto_offset_reset="earliest",
                 listener=self._membership,
                 max_workers=workers,
             )
-            for topic in topics
-        ]
+
+        self._subscribers = (
+            [subscribe(*topics, workers=1)]
+            if workers == 1
+            else [subscribe(topic, workers=workers) for topic in topics]
+        )
 
         async def on_record(message: KafkaMessage) -> None:
             try:

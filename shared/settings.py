@@ -53,10 +53,3 @@ class ServiceSettings(CommonSettings):
         min_length=16,
         description="Bearer token the Prometheus scraper sends; none: /metrics is open.",
     )
-    consumer_workers: int = Field(
-        default=1,
-        ge=1,
-        le=16,
-        description="Consumers per topic in this process, each with its own partitions, "
-        "handling one ticket of each at a time.",
-    )

@@ -74,13 +74,9 @@ def create(settings: IntakeSettings) -> FastAPI:
         interval=timedelta(seconds=settings.outbox_sweep_seconds),
         grace=timedelta(seconds=settings.outbox_sweep_grace_seconds),
     )
-    consumer = EventConsumer(
-        broker,
-        settings,
-        NAME,
-        [settings.topics.tickets, settings.topics.sla],
-        workers=settings.consumer_workers,
-    )
+    # One consumer of both topics: a ticket's read model is folded from its events on both,
+    # so they must be handled one at a time.
+    consumer = EventConsumer(broker, settings, NAME, [settings.topics.tickets, settings.topics.sla])
     handlers = EventHandlers(store)
     for own in OWN_EVENTS:
         consumer.on(own, handlers.on_own_event)

@@ -183,18 +183,21 @@ class IntakeStore:
                 "ticket_id": event.ticket_id,
                 "event": event.model_dump(mode="json"),
             }
-            position = len(learned) + 1
+            free = position = len(learned) + 1
             while not await insert_once(
                 self._learned, {"_id": place(event.ticket_id, position), **document}
             ):
                 # The place was taken meanwhile, or this very event was kept by another
-                # consumer of the partition during a rebalance: read the places again.
+                # consumer of the partition during a rebalance.
                 position += 1
                 if await self._learned.find_one({"event_id": event_id}, {"_id": 1}):
-                    learned = await _in_places(self._learned, event.ticket_id)
                     break
-            else:
-                learned = [*learned, document]
+            # Another writer came in between: what it kept belongs in the story too.
+            learned = (
+                [*learned, document]
+                if position == free
+                else await _in_places(self._learned, event.ticket_id)
+            )
         return [_event(document) for document in own + learned]
 
     async def ticket_events(self, ticket_id: str) -> list[Event]:

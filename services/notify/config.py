@@ -10,8 +10,14 @@ from shared.settings import ServiceSettings
 
 class NotifySettings(ServiceSettings):
     http_port: int = Field(default=8003, ge=1, le=65535)
-    # notify waits on its store for each event, not on the CPU.
-    consumer_workers: int = Field(default=3, ge=1, le=16)
+    consumer_workers: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Consumers per topic in this process, each with its own partitions: "
+        "notify waits on its store, not on the CPU, and its handlers of the two topics share "
+        "nothing but the contact, which an SLA event waits for.",
+    )
     webhook_url: str | None = Field(
         default=None, description="Where department and supervision notifications are POSTed."
     )

@@ -12,5 +12,10 @@ class RoutingSettings(ServiceSettings):
     policy_check_seconds: float = Field(
         default=5.0, gt=0, description="How often the policy file is checked for changes."
     )
-    # routing waits on its store and the broker for each ticket, not on the CPU.
-    consumer_workers: int = Field(default=3, ge=1, le=16)
+    consumer_workers: int = Field(
+        default=3,
+        ge=1,
+        le=16,
+        description="Consumers of the tickets topic in this process, each with its own "
+        "partitions: routing waits on its store and the broker, not on the CPU.",
+    )

@@ -50,7 +50,6 @@ def create(settings: SlaSettings) -> FastAPI:
         NAME,
         [settings.topics.tickets],
         listener=ClockOwnership(store, handlers.scheduler, settings.topics.tickets),
-        workers=settings.consumer_workers,
     )
     consumer.on(TicketRouted, handlers.on_ticket_routed)
     consumer.on(TicketAcknowledged, handlers.on_ticket_acknowledged)
