@@ -56,7 +56,9 @@ class EventHandlers:
         self._muted = muted
         self._contact_wait_seconds = contact_wait_seconds
         self._now = now
-        self._waiting_since: dict[uuid.UUID, datetime] = {}
+        self._waiting_since: dict[uuid.UUID, tuple[str, datetime]] = {}
+        """Events put back until their ticket's contact is known: the partition each came from
+        (its owner) and when it was first put back."""
 
     async def on_ticket_submitted(self, event: TicketSubmitted, source: Source) -> None:
         contact = contact_of(event)
@@ -65,9 +67,14 @@ class EventHandlers:
 
     async def on_event(self, event: Event, source: Source) -> None:
         """Every other event notify tells someone about; the domain says whom."""
-        await self._notify(event, await self._contact(event), source)
+        await self._notify(event, await self._contact(event, source), source)
 
-    async def _contact(self, event: Event) -> EnterpriseContact | None:
+    def forget_waiting(self, owners: Collection[str]) -> None:
+        """Partitions handed to another instance: their events are its to wait for now."""
+        for event_id in [e for e, (owner, _) in self._waiting_since.items() if owner in owners]:
+            del self._waiting_since[event_id]
+
+    async def _contact(self, event: Event, source: Source) -> EnterpriseContact | None:
         """SLA events come on another topic than the ticket's submission and may overtake it
         (after a restart, say): such an event goes back until the contact is learned, and is
         sent without the enterprise's copy only if it never is."""
@@ -76,7 +83,9 @@ class EventHandlers:
             self._waiting_since.pop(event.event_id, None)
             return contact
         now = self._now()
-        since = self._waiting_since.setdefault(event.event_id, now)
+        _, since = self._waiting_since.setdefault(
+            event.event_id, (owner_of(source.topic, source.partition), now)
+        )
         if now - since < timedelta(seconds=self._contact_wait_seconds):
             raise NotYet(f"no contact yet for {event.ticket_id}")
         del self._waiting_since[event.event_id]
@@ -106,13 +115,16 @@ class EventHandlers:
 
 
 class DeliveryOwnership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Delivers what is pending for the partitions this instance is assigned, and only those."""
+    """Delivers what is pending for the partitions this instance is assigned, and only those;
+    forgets the waits for contacts of the partitions it gives up."""
 
-    def __init__(self, dispatcher: Dispatcher) -> None:
+    def __init__(self, dispatcher: Dispatcher, handlers: EventHandlers) -> None:
         self._dispatcher = dispatcher
+        self._handlers = handlers
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         """Deliveries under way finish; the next owner skips what they mark delivered."""
+        self._handlers.forget_waiting({owner_of(tp.topic, tp.partition) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._dispatcher.recover(owner_of(tp.topic, tp.partition) for tp in assigned)

@@ -107,7 +107,7 @@ def create(settings: NotifySettings) -> FastAPI:
         settings,
         NAME,
         [settings.topics.tickets, settings.topics.sla],
-        listener=DeliveryOwnership(dispatcher),
+        listener=DeliveryOwnership(dispatcher, handlers),
         workers=settings.consumer_workers,
     )
     consumer.on(TicketSubmitted, handlers.on_ticket_submitted)
