@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from pymongo import AsyncMongoClient
 
-from services.intake.domain import fold, new_ticket_id
+from services.intake.domain import fold
 from services.intake.store import IntakeStore, Recorded
-from shared.events import SlaBreached, TicketSubmitted
-from tests.unit.samples import sample_routed, sample_ticket
+from shared.events import TicketSubmitted
+from tests.unit.samples import sample_breached, sample_routed, sample_submitted
 
 pytestmark = pytest.mark.integration
 
@@ -27,13 +27,7 @@ async def database(mongo: AsyncMongoClient[dict[str, Any]]) -> AsyncIterator[Any
 
 
 async def submitted_ticket(store: IntakeStore) -> TicketSubmitted:
-    ticket_id = new_ticket_id(NOW)
-    submitted = TicketSubmitted(
-        ticket_id=ticket_id,
-        ticket=sample_ticket(NOW).model_copy(update={"ticket_id": ticket_id}),
-        correlation_id="learn-1",
-        occurred_at=NOW,
-    )
+    submitted = sample_submitted(NOW, "learn-1")
     assert await store.record(submitted, 1, recorded_at=NOW) is Recorded.STORED
     return submitted
 
@@ -66,15 +60,7 @@ async def test_the_view_is_written_only_when_it_changes(database: Any) -> None:
     view = await database["tickets"].find_one({"_id": submitted.ticket_id})
     assert (view["department"], view["breached"], view["updated_at"]) == ("tj-tax", False, NOW)
 
-    breached = SlaBreached(
-        ticket_id=submitted.ticket_id,
-        correlation_id="learn-1",
-        department="tj-tax",
-        escalated_to="park-supervision",
-        resolution_due_at=NOW,
-        overdue_seconds=1.0,
-        occurred_at=NOW + timedelta(minutes=2),
-    )
+    breached = sample_breached(NOW, 120.0, ticket=submitted.ticket_id)
     changed = fold(await store.learn(breached))
     assert changed is not None
     await store.save_view(changed, NOW + timedelta(minutes=2))

@@ -22,12 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from pymongo import AsyncMongoClient
 
-from services.intake.domain import new_ticket_id
 from services.intake.store import IntakeStore, Recorded
 from shared import asyncapi
 from shared.auth import Role
 from shared.departments import DEPARTMENTS
-from shared.events import TicketSubmitted, UndecodableEvent, decode_event
+from shared.events import UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher, wait_committed_past
 from tests.harness import (
@@ -37,7 +36,7 @@ from tests.harness import (
     submit,
     ticket_body,
 )
-from tests.unit.samples import sample_events, sample_ticket
+from tests.unit.samples import sample_events, sample_submitted
 
 pytestmark = pytest.mark.integration
 
@@ -742,13 +741,8 @@ async def test_an_event_stored_but_never_published_is_swept_onto_kafka(
     # Exactly what an intake instance leaves when it dies after storing an event and before
     # publishing it: an outbox document without a relayed mark.
     now = datetime.now(UTC)
-    ticket_id = new_ticket_id(now)
-    stranded = TicketSubmitted(
-        ticket_id=ticket_id,
-        ticket=sample_ticket(now).model_copy(update={"ticket_id": ticket_id}),
-        correlation_id="stranded-1",
-        occurred_at=now,
-    )
+    stranded = sample_submitted(now, "stranded-1")
+    ticket_id = stranded.ticket_id
     watcher: TopicWatcher = await watch(settings.topics.tickets)
     store = IntakeStore(mongo[settings.database_name("intake")])
     assert await store.record(stranded, 1, recorded_at=now) is Recorded.STORED

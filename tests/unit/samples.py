@@ -4,6 +4,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import get_args
 
+from services.intake.domain import new_ticket_id
 from shared.events import (
     Actor,
     ActorRole,
@@ -16,9 +17,11 @@ from shared.events import (
     Language,
     Origin,
     Priority,
+    SlaBreached,
     Ticket,
     TicketContent,
     TicketRouted,
+    TicketSubmitted,
 )
 
 
@@ -47,6 +50,33 @@ def sample_ticket(submitted_at: datetime | None = None, **content: object) -> Ti
         submitted_at=submitted_at,
         resolution_due_at=submitted_at + timedelta(hours=24),
         **sample_content(**content).model_dump(),  # type: ignore[arg-type]
+    )
+
+
+def sample_submitted(at: datetime, correlation_id: str = "c") -> TicketSubmitted:
+    """The submission of a ticket of its own: a fresh ticket id."""
+    ticket_id = new_ticket_id(at)
+    return TicketSubmitted(
+        ticket_id=ticket_id,
+        ticket=sample_ticket(at).model_copy(update={"ticket_id": ticket_id}),
+        correlation_id=correlation_id,
+        occurred_at=at,
+    )
+
+
+def sample_breached(
+    resolution_due_at: datetime,
+    overdue_seconds: float,
+    ticket: str = "T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
+) -> SlaBreached:
+    return SlaBreached(
+        ticket_id=ticket,
+        correlation_id="c",
+        department="tj-tax",
+        escalated_to="park-supervision",
+        resolution_due_at=resolution_due_at,
+        overdue_seconds=overdue_seconds,
+        occurred_at=resolution_due_at + timedelta(seconds=overdue_seconds),
     )
 
 

@@ -12,8 +12,9 @@ from aiokafka import TopicPartition
 from services.notify.domain import Message
 from services.notify.handlers import DeliveryOwnership, EventHandlers
 from services.notify.templates import Templates
-from shared.events import Event, SlaBreached
+from shared.events import Event
 from shared.kafka import NotYet, Source
+from tests.unit.samples import sample_breached
 
 START = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 SOURCE = Source("parkdesk.sla", 2, 40)
@@ -45,17 +46,6 @@ class StoreWithoutContacts:
         return []
 
 
-def breach() -> SlaBreached:
-    return SlaBreached(
-        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
-        correlation_id="c",
-        department="tj-tax",
-        escalated_to="park-supervision",
-        resolution_due_at=START,
-        overdue_seconds=1.0,
-    )
-
-
 def handlers(clock: Clock, store: StoreWithoutContacts) -> EventHandlers:
     return EventHandlers(
         cast(Any, store), cast(Any, None), (), Templates.load(), (), WAIT_SECONDS, clock
@@ -65,7 +55,7 @@ def handlers(clock: Clock, store: StoreWithoutContacts) -> EventHandlers:
 async def test_an_event_waits_for_the_contact_then_goes_without_it() -> None:
     clock, store = Clock(), StoreWithoutContacts()
     notify = handlers(clock, store)
-    event = breach()
+    event = sample_breached(START, 1.0)
 
     with pytest.raises(NotYet):
         await notify.on_event(event, SOURCE)
@@ -84,7 +74,7 @@ async def test_a_wait_cut_by_a_rebalance_starts_afresh_when_the_partition_comes_
     clock, store = Clock(), StoreWithoutContacts()
     notify = handlers(clock, store)
     ownership = DeliveryOwnership(cast(Any, None), notify)
-    event = breach()
+    event = sample_breached(START, 1.0)
     with pytest.raises(NotYet):
         await notify.on_event(event, SOURCE)
 

@@ -17,7 +17,7 @@ from shared.events import (
     TicketRouted,
     TicketSubmitted,
 )
-from tests.unit.samples import sample_ticket
+from tests.unit.samples import sample_breached, sample_ticket
 
 SUBMITTED = datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
 ZH = EnterpriseContact("E-1", Language.ZH)
@@ -40,14 +40,7 @@ def routed() -> TicketRouted:
 
 
 def breached() -> SlaBreached:
-    return SlaBreached(
-        ticket_id="T-01M8M3WQ6WQ4ZQ3FGCHBD04QCM",
-        correlation_id="c",
-        department="tj-tax",
-        escalated_to="park-supervision",
-        resolution_due_at=SUBMITTED + timedelta(hours=24),
-        overdue_seconds=3.0,
-    )
+    return sample_breached(SUBMITTED + timedelta(hours=24), 3.0)
 
 
 def test_the_receipt_is_in_the_contacts_language_with_park_time() -> None:
