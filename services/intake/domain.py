@@ -63,10 +63,10 @@ def new_ticket_id(now: datetime) -> str:
     return "T-" + "".join(reversed(chars))
 
 
-def submission_time(now: datetime) -> datetime:
-    """`now` at the store's precision (BSON dates hold milliseconds), so that a retried request
-    answers with exactly the times of the first."""
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+def at_store_precision(moment: datetime) -> datetime:
+    """A time as the store gives it back (BSON dates hold milliseconds): a retried request
+    answers with exactly the times of the first, and a view compares equal to its stored copy."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def fingerprint(request: TicketContent) -> str:

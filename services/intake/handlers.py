@@ -22,11 +22,11 @@ from services.intake.domain import (
     TicketAccepted,
     TicketState,
     accept,
+    at_store_precision,
     fingerprint,
     fold,
     new_ticket_id,
     remaining_seconds,
-    submission_time,
 )
 from services.intake.relay import OutboxRelay
 from services.intake.store import IntakeStore, Recorded
@@ -240,7 +240,7 @@ def routes(
             raise HTTPException(
                 status.HTTP_403_FORBIDDEN, "may not open tickets for this enterprise"
             )
-        now = submission_time(datetime.now(UTC))
+        now = at_store_precision(datetime.now(UTC))
         body_fingerprint = fingerprint(body)
         claimed = await store.claim_idempotency_key(
             f"{principal.role.value}:{principal.subject}:{idempotency_key}",

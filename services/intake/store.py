@@ -33,7 +33,7 @@ from pymongo import ASCENDING
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.intake.domain import TicketState
+from services.intake.domain import TicketState, at_store_precision
 from shared.auth import Principal
 from shared.events import Event, decode_event
 from shared.mongo import Document, insert_all_once, insert_once
@@ -233,8 +233,8 @@ class IntakeStore:
             "status": state.status.value,
             "subject": state.ticket.subject,
             "category": state.ticket.category.value,
-            "submitted_at": _as_stored(state.ticket.submitted_at),
-            "due_at": _as_stored(state.resolution_due_at),
+            "submitted_at": at_store_precision(state.ticket.submitted_at),
+            "due_at": at_store_precision(state.resolution_due_at),
             "paused": state.paused,
             "at_risk": state.at_risk,
             "breached": state.breached,
@@ -265,11 +265,6 @@ class IntakeStore:
             .limit(limit)
         )
         return [document async for document in cursor]
-
-
-def _as_stored(moment: datetime) -> datetime:
-    """A time as the store gives it back: BSON keeps milliseconds."""
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def place(ticket_id: str, position: int) -> str:

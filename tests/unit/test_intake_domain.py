@@ -10,10 +10,10 @@ from services.intake.domain import (
     Status,
     TicketState,
     accept,
+    at_store_precision,
     fingerprint,
     fold,
     new_ticket_id,
-    submission_time,
 )
 from shared.events import (
     Actor,
@@ -54,8 +54,8 @@ def test_fingerprint_tells_retries_from_different_bodies() -> None:
     assert fingerprint(sample_content()) != fingerprint(sample_content(subject="另一个问题"))
 
 
-def test_submission_time_keeps_what_the_store_keeps() -> None:
-    assert submission_time(NOW) == NOW.replace(microsecond=123000)
+def test_at_store_precision_keeps_what_the_store_keeps() -> None:
+    assert at_store_precision(NOW) == NOW.replace(microsecond=123000)
 
 
 def test_accepting_sets_the_due_time_and_a_stable_event_id() -> None:
