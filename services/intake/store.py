@@ -174,9 +174,7 @@ class IntakeStore:
         """Keeps another service's event of a ticket, once, in the next free place; returns all
         the ticket's events, this one among them, for the caller to fold."""
         event_id = str(event.event_id)
-        own, learned = await asyncio.gather(
-            _in_places(self._outbox, event.ticket_id), _in_places(self._learned, event.ticket_id)
-        )
+        own, learned = await self._ticket_documents(event.ticket_id)
         if all(document["event_id"] != event_id for document in learned):
             document = {
                 "event_id": event_id,
@@ -201,10 +199,15 @@ class IntakeStore:
         return [_event(document) for document in own + learned]
 
     async def ticket_events(self, ticket_id: str) -> list[Event]:
+        own, learned = await self._ticket_documents(ticket_id)
+        return [_event(document) for document in own + learned]
+
+    async def _ticket_documents(self, ticket_id: str) -> tuple[list[Document], list[Document]]:
+        """The ticket's own events and those learned from other services, as stored."""
         own, learned = await asyncio.gather(
             _in_places(self._outbox, ticket_id), _in_places(self._learned, ticket_id)
         )
-        return [_event(document) for document in own + learned]
+        return own, learned
 
     async def audit(
         self, event: Event, action: str, principal: Principal, source: str | None, at: datetime
