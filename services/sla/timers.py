@@ -203,12 +203,18 @@ class ClockScheduler(Generic[D]):
             held = self._held.get(scheduled[2])
             if held is None or held.entry != scheduled[1]:
                 continue
+            self._staged_fire(held)
+            heapq.heappush(self._staged, scheduled)
+        return True
+
+    def _staged_fire(self, held: _Held[D]) -> D | None:
+        """The clock's next fire, staged now if it was not yet; None when nothing is left."""
+        if held.staged is None:
             clock = held.opened()
             upcoming = clock.next_milestone()
             if upcoming is not None:
                 held.staged = self._stage(clock, upcoming)
-            heapq.heappush(self._staged, scheduled)
-        return True
+        return held.staged
 
     def _pop_due(self) -> list[str]:
         now = self._now()
@@ -234,12 +240,7 @@ class ClockScheduler(Generic[D]):
                 held = self._held.get(ticket_id)
                 if held is None:
                     continue
-                staged = held.staged
-                if staged is None:
-                    clock = held.opened()
-                    upcoming = clock.next_milestone()
-                    if upcoming is not None:
-                        staged = self._stage(clock, upcoming)
+                staged = self._staged_fire(held)
                 if staged is None or staged.milestone.due_at > now:
                     # Stopped or moved by a lifecycle event while it waited for the lock, or
                     # adopted with a due time that the policy in force puts later.
