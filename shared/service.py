@@ -239,7 +239,7 @@ def _lifespan(wiring: Wiring) -> Callable[[FastAPI], AbstractAsyncContextManager
         await wiring.credentials.start()
         await wiring.prepare()
         await wiring.broker.start()
-        work = (wiring.consumer.report_lag, *wiring.background)
+        work = (wiring.consumer.report_lag, wiring.consumer.commit_handled, *wiring.background)
         tasks = [asyncio.create_task(run()) for run in work]
         try:
             yield

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka.errors import KafkaConnectionError
+from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaConnectionError
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
@@ -164,3 +165,90 @@ async def test_a_busy_store_is_waited_out_never_dead_lettered() -> None:
 
     assert len(harness.handled) == 1
     assert harness.dead == []
+
+
+class RecordingConsumer:
+    """Stands in for aiokafka's consumer in what HandledOffsets asks of it."""
+
+    def __init__(self, assigned: set[TopicPartition], failure: Exception | None = None) -> None:
+        self.assigned = assigned
+        self.commits: list[dict[TopicPartition, int]] = []
+        self._failure = failure
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.assigned
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        if self._failure is not None:
+            failure, self._failure = self._failure, None
+            raise failure
+        self.commits.append(offsets)
+
+
+def record(partition: int, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        SETTINGS.topics.tickets, partition, offset, 0, 0, b"k", b"v", None, 1, 1, []
+    )
+
+
+def tp(partition: int) -> TopicPartition:
+    return TopicPartition(SETTINGS.topics.tickets, partition)
+
+
+async def test_handled_offsets_are_committed_together_past_the_last_handled_record() -> None:
+    consumer = RecordingConsumer({tp(0), tp(1)})
+    handled = kafka.HandledOffsets()
+    for partition, offset in [(0, 5), (1, 9), (0, 6)]:
+        handled.handled(consumer, record(partition, offset))
+
+    await handled.commit()
+    await handled.commit()  # nothing new: no second request
+
+    assert consumer.commits == [{tp(0): 7, tp(1): 10}]
+
+
+async def test_only_the_partitions_given_up_are_committed_on_revocation() -> None:
+    consumer = RecordingConsumer({tp(0), tp(1)})
+    handled = kafka.HandledOffsets()
+    handled.handled(consumer, record(0, 1))
+    handled.handled(consumer, record(1, 2))
+
+    await handled.commit({tp(1)})
+    await handled.commit()
+
+    assert consumer.commits == [{tp(1): 3}, {tp(0): 2}]
+
+
+async def test_offsets_of_a_partition_no_longer_held_are_dropped_not_committed() -> None:
+    consumer = RecordingConsumer({tp(0)})
+    handled = kafka.HandledOffsets()
+    handled.handled(consumer, record(0, 1))
+    handled.handled(consumer, record(2, 4))
+
+    await handled.commit()
+
+    assert consumer.commits == [{tp(0): 2}]
+
+
+async def test_a_commit_that_fails_is_tried_again_unless_newer_records_were_handled() -> None:
+    consumer = RecordingConsumer({tp(0), tp(1)}, failure=KafkaConnectionError("broker gone"))
+    handled = kafka.HandledOffsets()
+    handled.handled(consumer, record(0, 1))
+    handled.handled(consumer, record(1, 1))
+
+    await handled.commit()  # fails
+    handled.handled(consumer, record(1, 2))
+    await handled.commit()
+
+    assert consumer.commits == [{tp(0): 2, tp(1): 3}]
+
+
+async def test_a_commit_refused_for_a_rebalance_is_not_tried_again() -> None:
+    consumer = RecordingConsumer({tp(0)}, failure=CommitFailedError("group rebalanced"))
+    handled = kafka.HandledOffsets()
+    handled.handled(consumer, record(0, 1))
+
+    await handled.commit()
+    await handled.commit()
+
+    assert consumer.commits == []
