@@ -6,8 +6,8 @@
   racing on one ticket cannot both take the next place; the loser is told to retry. Its event id
   is unique as well, so a retried request cannot store its event twice.
 - `relayed`: one document per outbox event that reached Kafka, inserted after the broker
-  confirmed it. The outbox itself is never updated: FerretDB applies an update by scanning the
-  collection, so a `relayed` flag cost one scan of the whole outbox per published event.
+  confirmed it. The outbox itself is never updated: a mark is an insert, settled by its unique
+  key however many instances relay, where an update is read, change, write back on FerretDB.
 - `sweep`: one document, the time before which every outbox event is known to be relayed.
 - `idempotency`: one document per (caller, Idempotency-Key), inserted first, so that a retried
   request finds the ticket it already opened.
@@ -15,8 +15,9 @@
   the ticket's state and history, keyed the same way (`T-…:0001`, …) in the order they came.
 
 A ticket's events are read by key, one place after another until the first empty one, never by
-a query on `ticket_id`: FerretDB serves only `_id` equality from an index, and scans the whole
-collection for anything else (measured: 0.5 s per query at 20,000 documents).
+a query on `ticket_id`: FerretDB serves only `_id` equality from an index (in the local build:
+deploy/local/ferretdb-sqlite-id-index.patch), and scans the whole collection for anything else
+(measured: 0.5 s per query at 20,000 documents).
 - `tickets`: the read model for lists and queues, one document per ticket, written only by the
   consumer of the ticket's partition (so by one writer), from the ticket's events.
 - `audit`: who did what, when, from which address; never the personal data in the request.
@@ -165,7 +166,7 @@ class IntakeStore:
         return document["relayed_before"] if document else None
 
     async def save_sweep_checkpoint(self, relayed_before: datetime) -> None:
-        # The collection holds this one document, so even a scanning update is cheap.
+        # One document, written by each instance's sweep: a replace is as good as an insert.
         await self._sweep.replace_one(
             {"_id": SWEEP_CHECKPOINT}, {"relayed_before": relayed_before}, upsert=True
         )
@@ -228,8 +229,8 @@ class IntakeStore:
 
     async def save_view(self, state: TicketState, now: datetime) -> None:
         """The read model of one ticket; called by the one consumer of its partition. Written
-        only when it changed: an update costs FerretDB a scan of the collection, a read by
-        `_id` does not."""
+        only when it changed: most events change nothing a list shows, and a read by `_id` is
+        cheaper than a write."""
         view = {
             "enterprise_id": state.ticket.enterprise.id,
             "department": state.department,
