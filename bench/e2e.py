@@ -14,6 +14,7 @@ and the four services, so the figures are this machine's, and the ratio is the c
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import statistics
 import time
@@ -32,6 +33,7 @@ from bench.sla import with_namespace
 from shared.auth import Role, issue_credential
 from shared.departments import DEPARTMENTS
 from shared.settings import CommonSettings
+from tests.chaos.infra import CACHE, alive
 from tests.harness import ServiceProcess, environment, running_services, ticket_body
 
 RESULTS = Path(__file__).with_name("results")
@@ -63,6 +65,51 @@ def percentiles(values: list[float]) -> dict[str, float]:
         "p50_ms": round(cuts[49] * 1000, 1),
         "p95_ms": round(cuts[94] * 1000, 1),
         "p99_ms": round(cuts[98] * 1000, 1),
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """The user and system CPU time a process has used so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_processes(processes: dict[str, ServiceProcess]) -> dict[str, int]:
+    """Every process of this machine the run keeps busy: the four services, the local broker
+    and store (when they are the project's own), and this one, the load generator."""
+    pids = {name: p.process.pid for name, p in processes.items() if p.process is not None}
+    external = {"kafka": "PARKDESK_KAFKA_BOOTSTRAP_SERVERS", "ferretdb": "PARKDESK_MONGODB_URL"}
+    for name, variable in external.items():
+        pidfile = CACHE / "state" / name / "pid"
+        if not os.environ.get(variable) and pidfile.exists() and alive(int(pidfile.read_text())):
+            pids[name] = int(pidfile.read_text())
+    pids["load generator"] = os.getpid()
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds each process spends between start and stop."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._started = {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+    def spent(self) -> dict[str, float]:
+        return {name: cpu_seconds(pid) - self._started[name] for name, pid in self._pids.items()}
+
+
+def cpu_budget(spent: dict[str, float], tickets: int, seconds: float) -> dict[str, Any]:
+    """What a ticket costs each process, and the rate the machine's cores could carry at that
+    cost if they did nothing else (the load generator left out)."""
+    per_ticket = {name: round(cpu / tickets * 1000, 2) for name, cpu in spent.items()}
+    suite_ms = sum(ms for name, ms in per_ticket.items() if name != "load generator")
+    cores = os.cpu_count() or 1
+    return {
+        "cpu_ms_per_ticket": per_ticket,
+        "suite_cpu_ms_per_ticket": round(suite_ms, 2),
+        "cores": cores,
+        "busy_cores": round(sum(spent.values()) / seconds, 2),
+        "cpu_bound_tickets_per_second": round(cores * 1000 / suite_ms, 1) if suite_ms else 0,
     }
 
 
@@ -156,9 +203,16 @@ async def fixed_rate(
 
 
 async def full_speed(
-    http: httpx.AsyncClient, url: str, token: str, count: int, concurrency: int, seen: Observed
+    http: httpx.AsyncClient,
+    url: str,
+    token: str,
+    count: int,
+    concurrency: int,
+    seen: Observed,
+    pids: dict[str, int],
 ) -> dict[str, Any]:
     before = set(seen.sent)
+    meter = CpuMeter(pids)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for n in range(count):
         queue.put_nowait(n)
@@ -172,6 +226,7 @@ async def full_speed(
     accepted_seconds = time.perf_counter() - start
     ids = [t for t in seen.sent if t not in before]
     await wait_done(seen, ids, 300)
+    spent, elapsed = meter.spent(), time.perf_counter() - start
     routed = [seen.routed[t] for t in ids if t in seen.routed]
     notified = [seen.notified[t] for t in ids if t in seen.notified]
     return {
@@ -182,6 +237,8 @@ async def full_speed(
         if notified
         else 0,
         "notified": len(notified),
+        # From the first POST until the last ticket was notified (or the wait gave up).
+        "cpu": cpu_budget(spent, len(ids), elapsed) if ids else {},
     }
 
 
@@ -242,7 +299,9 @@ async def run(settings: CommonSettings, args: argparse.Namespace) -> dict[str, A
             rates = [
                 await fixed_rate(http, url, token, rate, args.seconds, seen) for rate in args.rates
             ]
-            fastest = await full_speed(http, url, token, args.tickets, args.concurrency, seen)
+            fastest = await full_speed(
+                http, url, token, args.tickets, args.concurrency, seen, machine_processes(processes)
+            )
         observer.cancel()
         await asyncio.gather(observer, return_exceptions=True)
     ceiling = await raw_ceiling(settings, args.raw_records, size=1500)
@@ -287,14 +346,16 @@ def plot(figures: dict[str, Any], out: Path) -> None:
     latency.set_yscale("log")
     latency.legend(fontsize=7)
     full = figures["full_speed"]
-    names = ["accepted (HTTP)", "routed", "end to end", "raw aiokafka"]
+    names = ["accepted (HTTP)", "routed", "end to end", "CPU-bound", "raw aiokafka"]
     values = [
         full["accepted_per_second"],
         full["routed_per_second"],
         full["end_to_end_per_second"],
+        full["cpu"].get("cpu_bound_tickets_per_second", 0),
         figures["raw_aiokafka"]["per_second"],
     ]
-    throughput.bar(names, values, color=["tab:blue", "tab:blue", "tab:green", "tab:grey"])
+    colours = ["tab:blue", "tab:blue", "tab:green", "tab:olive", "tab:grey"]
+    throughput.bar(names, values, color=colours)
     throughput.axhline(1000, color="grey", linewidth=0.8, linestyle=":", label="1,000/s target")
     throughput.set(ylabel="per second", title=f"Full speed ({full['tickets']:,} tickets)")
     throughput.set_yscale("log")
@@ -332,6 +393,13 @@ def main() -> None:
         f"(target 1,000/s); raw aiokafka {raw['per_second']:,}/s of {raw['bytes']}-byte records; "
         f"suite/raw {figures['suite_to_raw_ratio']:.2%}"
     )
+    if cpu := full["cpu"]:
+        costs = ", ".join(f"{name} {ms}" for name, ms in cpu["cpu_ms_per_ticket"].items())
+        print(
+            f"CPU per ticket at full speed (ms): {costs}; the suite's "
+            f"{cpu['suite_cpu_ms_per_ticket']} ms on {cpu['cores']} cores bound it to "
+            f"{cpu['cpu_bound_tickets_per_second']:,}/s ({cpu['busy_cores']} cores busy)"
+        )
     print(f"written to {out} and {RESULTS / 'e2e.png'}")
 
 
