@@ -370,7 +370,9 @@ def main() -> None:
     parser.add_argument("--rates", type=float, nargs="+", default=[20, 50, 100, 200])
     parser.add_argument("--seconds", type=float, default=10, help="per fixed rate")
     parser.add_argument("--tickets", type=int, default=1500, help="at full speed")
-    parser.add_argument("--concurrency", type=int, default=64)
+    # The generator shares the machine's cores with the suite: with 64 connections httpx spent
+    # 7.1 ms of CPU a ticket, with 16 3.6 ms, for the same tickets per second end to end.
+    parser.add_argument("--concurrency", type=int, default=16, help="connections at full speed")
     parser.add_argument("--raw-records", type=int, default=50_000)
     args = parser.parse_args()
     figures = asyncio.run(with_namespace(lambda s: run(s, args)))
