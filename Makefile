@@ -70,7 +70,7 @@ integration: infra
 chaos: infra ## thousands of tickets through SIGKILLs, broker loss and a store outage; prints the counts
 	@$(BIN)/python -m tests.chaos
 
-bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 25 minutes)
+bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 5 minutes)
 	@$(BIN)/python -m bench.routing
 	@$(BIN)/python -m bench.sla
 	@$(BIN)/python -m bench.notify
