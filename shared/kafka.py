@@ -307,7 +307,11 @@ class EventConsumer:
         try:
             while True:
                 await asyncio.sleep(every_seconds)
-                await self._handled.commit()
+                try:
+                    await self._handled.commit()
+                except Exception:
+                    # Never the end of committing: a later offset of the partition covers it.
+                    log.exception("committing handled offsets failed")
         finally:
             self._commit_each_record = True
             await self._handled.commit()
