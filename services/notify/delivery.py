@@ -289,9 +289,10 @@ class Dispatcher:
             raise DeliveryFailed(f"HTTP {response.status_code}", retryable=False)
 
     async def _give_up(self, notification: Notification, reason: str, attempts: int) -> None:
+        """Dead-letters the notification, then marks it failed: in that order, as a delivery is
+        announced before it is marked delivered, so that a delivery stopped in between (its
+        instance stopping or dying) is found pending and ended again, never ended unannounced."""
         log.error("notification %s undeliverable: %s", notification.id, reason)
-        await self._store.mark_failed(notification, attempts, reason, self._now())
-        NOTIFICATIONS.labels(notification.channel.value, "failed").inc()
         body = json.dumps(webhook_body(notification), ensure_ascii=False).encode()
         await self._broker.publish(
             body,
@@ -303,6 +304,8 @@ class Dispatcher:
                 "dlt-notification-id": notification.id,
             },
         )
+        await self._store.mark_failed(notification, attempts, reason, self._now())
+        NOTIFICATIONS.labels(notification.channel.value, "failed").inc()
 
 
 def email_message(notification: Notification, sender: str, to: str) -> EmailMessage:
