@@ -81,8 +81,11 @@ def machine_processes(processes: dict[str, ServiceProcess]) -> dict[str, int]:
     external = {"kafka": "PARKDESK_KAFKA_BOOTSTRAP_SERVERS", "ferretdb": "PARKDESK_MONGODB_URL"}
     for name, variable in external.items():
         pidfile = CACHE / "state" / name / "pid"
-        if not os.environ.get(variable) and pidfile.exists() and alive(int(pidfile.read_text())):
-            pids[name] = int(pidfile.read_text())
+        if os.environ.get(variable) or not pidfile.exists():
+            continue
+        pid = int(pidfile.read_text())
+        if alive(pid):
+            pids[name] = pid
     pids["load generator"] = os.getpid()
     return pids
 
