@@ -76,10 +76,8 @@ bench: infra ## benchmarks: print the figures and write them to bench/results/ (
 	@$(BIN)/python -m bench.notify
 	@$(BIN)/python -m bench.e2e
 
-routing-eval: venv ## routing accuracy on the labelled set and on the two held-out sets
-	@$(BIN)/parkdesk-routing-eval tests/routing/labelled_tickets.jsonl
-	@echo; $(BIN)/parkdesk-routing-eval tests/routing/holdout_tickets.jsonl | head -2 || true
-	@echo; $(BIN)/parkdesk-routing-eval tests/routing/holdout2_tickets.jsonl | head -2 || true
+routing-eval: venv ## routing accuracy, triage and wrong-department rates, confusions: labelled and blind sets
+	@$(BIN)/parkdesk-routing-eval
 
 check: lint typecheck
 

@@ -5,10 +5,11 @@
     parkdesk report [--since ISO] [--until ISO]
     parkdesk deadletters list | show OFFSET | replay OFFSET... | replay --all
     parkdesk credentials issue --role R --subject S | revoke ID
+    parkdesk routing retrain | model
 
 HTTP commands read the service URLs and a bearer credential from PARKDESK_INTAKE_URL,
-PARKDESK_SLA_URL and PARKDESK_TOKEN; Kafka commands read PARKDESK_KAFKA_BOOTSTRAP_SERVERS and
-PARKDESK_NAMESPACE, like the services.
+PARKDESK_SLA_URL, PARKDESK_ROUTING_URL and PARKDESK_TOKEN; Kafka commands read
+PARKDESK_KAFKA_BOOTSTRAP_SERVERS and PARKDESK_NAMESPACE, like the services.
 """
 
 import asyncio
@@ -45,7 +46,11 @@ app = typer.Typer(
 deadletters = typer.Typer(help="List, inspect and replay the dead letters.", no_args_is_help=True)
 credentials = typer.Typer(help="Issue and revoke API credentials.", no_args_is_help=True)
 app.add_typer(deadletters, name="deadletters")
+routing = typer.Typer(
+    help="The routing model: retrain it, see the one in force.", no_args_is_help=True
+)
 app.add_typer(credentials, name="credentials")
+app.add_typer(routing, name="routing")
 
 out = Console()
 err = Console(stderr=True)
@@ -288,6 +293,49 @@ def report(
             str(f["breached"]),
         )
     out.print(table)
+
+
+# --- routing ----------------------------------------------------------------------------
+
+
+def _routing(method: str, path: str, timeout: float) -> dict[str, Any]:
+    url = _url("PARKDESK_ROUTING_URL", "http://127.0.0.1:8001") + path
+    try:
+        answer = httpx.request(
+            method, url, headers={"Authorization": f"Bearer {_token()}"}, timeout=timeout
+        )
+    except httpx.HTTPError as exc:
+        raise _fail(f"routing unreachable at {url}: {exc}") from None
+    if answer.status_code != 200:
+        raise _fail(f"routing answered {answer.status_code}: {answer.text[:500]}")
+    found: dict[str, Any] = answer.json()
+    return found
+
+
+@routing.command("retrain")
+def retrain(
+    as_json: Annotated[bool, typer.Option("--json", help="print the JSON answer")] = False,
+) -> None:
+    """Train a new model from the profiles, the labelled tickets and every correction (an
+    admin credential); it routes from now on unless it does worse on the labelled tickets."""
+    found = _routing("POST", "/v1/routing/retrain", timeout=600)
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    verdict = "[green]accepted[/green]" if found["accepted"] else "[red]refused[/red]"
+    out.print(
+        f"model {found['version']} {verdict}: {found['labelled_accuracy']:.1%} on the labelled "
+        f"tickets (was {found['previous_accuracy']:.1%}), {found['corrections']} corrections"
+    )
+    out.print(f"in force: {found['in_force']}")
+    if not found["accepted"]:
+        raise typer.Exit(2)
+
+
+@routing.command("model")
+def routing_model() -> None:
+    """The model in force: version, when it was trained, on how many corrections."""
+    out.print_json(json.dumps(_routing("GET", "/v1/routing/model", timeout=30)))
 
 
 # --- dead letters -----------------------------------------------------------------------

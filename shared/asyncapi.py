@@ -184,7 +184,11 @@ def document(topics: Topics) -> dict[str, Any]:
             "version": "1",
             "description": "The Kafka topics of parkdesk, the science park's 24-hour service "
             "desk. Every event is JSON with an event_id, type, schema_version, occurred_at, "
-            "ticket_id and correlation_id; a change to an event is a new schema_version.",
+            "ticket_id and correlation_id. A breaking change to an event is a new "
+            "schema_version; a new optional field with a default is added to the version in "
+            "force and says so in its description (ticket.routed and ticket.assigned v1 gained "
+            "confidence, candidates and model_version that way), so a department's reader must "
+            "ignore fields it does not know.",
         },
         "defaultContentType": "application/json",
         "channels": doc_channels,

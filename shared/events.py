@@ -123,12 +123,27 @@ class TicketSubmitted(Event):
     ticket: Ticket
 
 
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A calibrated probability that the department is the right one: 0.8 is right four times in
+five."""
+
+
 class RunnerUp(Contract):
     """The best choice of another department: what routing would have done otherwise."""
 
     department: DepartmentCode
-    rule_id: str
+    rule_id: str | None = None
+    """The rule that chose it; None when the ranker did."""
     matched_terms: tuple[str, ...]
+    confidence: Confidence | None = None
+
+
+class Candidate(Contract):
+    """A department the ranker weighed for a ticket, with how sure it is and why."""
+
+    department: DepartmentCode
+    confidence: Confidence
+    matched_terms: tuple[str, ...] = ()
 
 
 class TicketRouted(Event):
@@ -142,6 +157,23 @@ class TicketRouted(Event):
     matched_terms: tuple[str, ...] = ()
     runner_up: RunnerUp | None = None
     policy_version: str | None = None
+    confidence: Confidence | None = Field(
+        default=None,
+        description="How sure routing is of `department` (a calibrated probability); absent "
+        "from tickets routed before routing measured it. Added compatibly to v1.",
+    )
+    candidates: tuple[Candidate, ...] = Field(
+        default=(),
+        max_length=3,
+        description="The ranker's top three departments, most likely first, with their "
+        "confidence and the terms that scored: a triage agent dispatches from them. Added "
+        "compatibly to v1.",
+    )
+    model_version: str | None = Field(
+        default=None,
+        description="The ranker model that scored the ticket (`policy_version` names the "
+        "override rules). Added compatibly to v1.",
+    )
     category: Category
     priority: Priority
     submitted_at: AwareDatetime
@@ -278,6 +310,17 @@ class TicketAssigned(Event):
     reason: Annotated[str, StringConstraints(max_length=500)]
     transferred_from: DepartmentCode | None = None
     """Set when the ticket comes by transfer rather than by first routing."""
+    confidence: Confidence | None = Field(
+        default=None,
+        description="How sure routing is that the ticket is yours; absent for a transfer (a "
+        "person chose). Added compatibly to v1.",
+    )
+    candidates: tuple[Candidate, ...] = Field(
+        default=(),
+        max_length=3,
+        description="The ranker's top three departments: for park-service triage, where to "
+        "dispatch the ticket with one transfer. Added compatibly to v1.",
+    )
     ticket: Ticket
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import ahocorasick
 
 from shared.departments import DEPARTMENTS, SUPERVISION, TRIAGE
-from shared.events import Category, Origin, RunnerUp, TicketContent
+from shared.events import Candidate, Category, Origin, RunnerUp, TicketContent
 
 POLICY_FILE = Path(__file__).with_name("policy.toml")
 UNPLACEABLE = "unplaceable"
@@ -117,7 +117,7 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
+class RuleMatch:
     rule: Rule
     matched_terms: tuple[str, ...]
 
@@ -138,6 +138,9 @@ class Decision:
     matched_terms: tuple[str, ...]
     runner_up: RunnerUp | None = None
     policy_version: str | None = None
+    confidence: float | None = None
+    candidates: tuple[Candidate, ...] = ()
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,14 +156,14 @@ class Policy:
     def decide(self, ticket: TicketContent) -> Decision:
         found = self._find_terms(normalise(f"{ticket.subject}\n{ticket.description}"))
         evaluated: set[str] = set()
-        candidates: list[Candidate] = []
+        candidates: list[RuleMatch] = []
         for rule in self._candidate_rules(found):
             if rule.id in evaluated:
                 continue
             evaluated.add(rule.id)
             matched = rule.matched_terms(found) if rule.applies_to(ticket) else None
             if matched is not None:
-                candidates.append(Candidate(rule, matched))
+                candidates.append(RuleMatch(rule, matched))
         ranked = sorted(candidates, key=lambda c: c.rank, reverse=True)
         if not ranked:
             return Decision(TRIAGE, UNPLACEABLE, None, (), None, self.version)

@@ -11,10 +11,13 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
 from services.routing.domain import Decision, PolicyError, transfer_refusal
+from services.routing.models import RetrainRunning, RouterHolder, TrainingFailed
 from services.routing.reloader import PolicyHolder
+from services.routing.router import ticket_text
 from services.routing.store import RoutingStore
 from shared.auth import Authenticator, Principal, Role
 from shared.events import (
+    Candidate,
     Event,
     RunnerUp,
     TicketAction,
@@ -37,18 +40,18 @@ class EventHandlers:
         store: RoutingStore,
         broker: KafkaBroker,
         topics: Topics,
-        policies: PolicyHolder,
+        routers: RouterHolder,
         now: Callable[[], datetime],
     ) -> None:
         self._store = store
         self._broker = broker
         self._topics = topics
-        self._policies = policies
+        self._routers = routers
         self._now = now
 
     async def on_ticket_submitted(self, event: TicketSubmitted, _: Source) -> None:
         routed = await self._store.decide_once(
-            event.ticket, self._policies.policy.decide(event.ticket), self._now()
+            event.ticket, self._routers.router.decide(event.ticket), self._now()
         )
         decision = routed.decision
         # Same ids on a redelivery, so the republished events are recognisably the same ones.
@@ -58,6 +61,8 @@ class EventHandlers:
             correlation_id=event.correlation_id,
             department=decision.department,
             reason=decision.reason,
+            confidence=decision.confidence,
+            candidates=decision.candidates,
             ticket=event.ticket,
         )
         # Two topics, no order between them to keep: both confirmations are awaited at once,
@@ -67,10 +72,11 @@ class EventHandlers:
             publish(self._broker, self._topics.tickets, routed_event(event, decision)),
         )
         log.info(
-            "ticket %s routed to %s by rule %s",
+            "ticket %s routed to %s by %s (confidence %s)",
             event.ticket_id,
             decision.department,
-            decision.rule_id or "(default)",
+            f"rule {decision.rule_id}" if decision.rule_id else f"model {decision.model_version}",
+            decision.confidence,
         )
 
     async def on_ticket_action(self, event: TicketAction, _: Source) -> None:
@@ -89,10 +95,13 @@ class EventHandlers:
             # On a redelivery, judge as the first time: the hop may have moved the ticket since.
             current = known["from_department"] if known else routed.current_department
             refusal = transfer_refusal(current, event.to_department)
-        rule_id = routed.decision.rule_id if routed else None
+        decided_by = decided_by_of(routed.decision) if routed else None
         await self._store.record_hop(
-            event, rule_id, refusal is None, refusal or event.reason, self._now()
+            event, decided_by, refusal is None, refusal or event.reason, self._now()
         )
+        if refusal is None and routed is not None:
+            # The department that takes it over is the label a person gave this text.
+            await self._store.record_correction(event, ticket_text(routed.ticket), self._now())
         if refusal is not None or routed is None:
             await publish(
                 self._broker,
@@ -123,6 +132,13 @@ class EventHandlers:
         )
 
 
+def decided_by_of(decision: Decision) -> str | None:
+    """What first routed a ticket: a rule's id, or the model's version; counted per transfer."""
+    if decision.rule_id:
+        return decision.rule_id
+    return f"model:{decision.model_version}" if decision.model_version else None
+
+
 def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted:
     return TicketRouted(
         event_id=Event.derived_id(submitted.ticket_id, "routed", decision.department),
@@ -134,6 +150,9 @@ def routed_event(submitted: TicketSubmitted, decision: Decision) -> TicketRouted
         matched_terms=decision.matched_terms,
         runner_up=decision.runner_up,
         policy_version=decision.policy_version,
+        confidence=decision.confidence,
+        candidates=decision.candidates,
+        model_version=decision.model_version,
         category=submitted.ticket.category,
         priority=submitted.ticket.priority,
         submitted_at=submitted.ticket.submitted_at,
@@ -148,6 +167,33 @@ class DryRunAnswer(BaseModel):
     matched_terms: tuple[str, ...]
     runner_up: RunnerUp | None
     policy_version: str | None
+    confidence: float | None
+    candidates: tuple[Candidate, ...]
+    model_version: str | None
+
+
+class ModelStatus(BaseModel):
+    version: str
+    trained_at: datetime
+    corrections: int
+    """Corrections (transfers, triage dispatches) it was trained with."""
+    corrections_stored: int
+    """Corrections stored now: more than `corrections` means a retrain would learn more."""
+    labelled_accuracy: float
+    threshold: float
+    """Below this confidence a ticket goes to triage."""
+
+
+class RetrainAnswer(BaseModel):
+    accepted: bool
+    version: str
+    """The model trained now."""
+    in_force: str
+    """The model that routes from now on: the new one if accepted, the old one if not."""
+    corrections: int
+    labelled_accuracy: float
+    previous_accuracy: float
+    reason: str
 
 
 class PolicyStatus(BaseModel):
@@ -157,7 +203,9 @@ class PolicyStatus(BaseModel):
     last_error: str | None
 
 
-def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> APIRouter:
+def routes(
+    store: RoutingStore, policies: PolicyHolder, routers: RouterHolder, auth: Authenticator
+) -> APIRouter:
     router = APIRouter(prefix="/v1/routing", tags=["routing"])
     Asker = Annotated[Principal, Depends(auth.require(Role.FRONTEND, Role.SUPERVISOR, Role.ADMIN))]
     Supervisor = Annotated[Principal, Depends(auth.require(Role.SUPERVISOR, Role.ADMIN))]
@@ -165,7 +213,7 @@ def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> 
 
     @router.post("/dry-run", summary="Where would this ticket go, and why (creates nothing)")
     async def post_dry_run(body: TicketContent, _: Asker) -> DryRunAnswer:
-        decision = policies.policy.decide(body)
+        decision = routers.router.decide(body)
         return DryRunAnswer(
             department=decision.department,
             reason=decision.reason,
@@ -173,6 +221,9 @@ def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> 
             matched_terms=decision.matched_terms,
             runner_up=decision.runner_up,
             policy_version=decision.policy_version,
+            confidence=decision.confidence,
+            candidates=decision.candidates,
+            model_version=decision.model_version,
         )
 
     @router.get("/policy", summary="The policy in force, and the last refused one's error")
@@ -191,7 +242,53 @@ def routes(store: RoutingStore, policies: PolicyHolder, auth: Authenticator) -> 
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
         return _status(policies)
 
-    @router.get("/transfers", summary="Accepted transfers per rule that first routed the ticket")
+    @router.get("/model", summary="The ranker model in force: version, training, accuracy")
+    async def get_model(_: Supervisor) -> ModelStatus:
+        model = routers.model
+        if model is None:
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no model loaded yet")
+        return ModelStatus(
+            version=model.version,
+            trained_at=model.trained_at,
+            corrections=model.corrections,
+            corrections_stored=await store.count_corrections(),
+            labelled_accuracy=model.labelled_accuracy,
+            threshold=routers.router.threshold,
+        )
+
+    @router.post(
+        "/retrain",
+        summary="Train a new model from the profiles, labelled tickets and every correction; "
+        "it replaces the one in force unless it routes the labelled tickets worse",
+        responses={
+            409: {"description": "a retrain is under way"},
+            503: {"description": "the training process failed; the model in force stays"},
+        },
+    )
+    async def post_retrain(_: Admin) -> RetrainAnswer:
+        try:
+            outcome = await routers.retrain()
+        except RetrainRunning as error:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
+        except TrainingFailed as error:
+            log.error("retrain failed: %s", error)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, "training failed; the model stays"
+            ) from None
+        return RetrainAnswer(
+            accepted=outcome.accepted,
+            version=outcome.version,
+            in_force=outcome.in_force,
+            corrections=outcome.corrections,
+            labelled_accuracy=round(outcome.labelled_accuracy, 4),
+            previous_accuracy=round(outcome.previous_accuracy, 4),
+            reason=outcome.reason,
+        )
+
+    @router.get(
+        "/transfers",
+        summary="Accepted transfers per rule (or `model:<version>`) that first routed the ticket",
+    )
     async def get_transfers(_: Supervisor) -> dict[str, int]:
         return await store.transfers_per_rule()
 

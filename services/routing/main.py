@@ -7,6 +7,9 @@ from fastapi import FastAPI
 
 from services.routing.config import RoutingSettings
 from services.routing.handlers import EventHandlers, routes
+from services.routing.knowledge import load_knowledge
+from services.routing.learning import shipped_labelled
+from services.routing.models import RouterHolder
 from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
 from shared import service
@@ -23,11 +26,21 @@ def utc_now() -> datetime:
 
 def create(settings: RoutingSettings) -> FastAPI:
     policies = PolicyHolder(settings.policy_file)
+    knowledge = load_knowledge(settings.profiles_dir)  # refuse to start on a bad profile
     auth, credentials = service.authentication(settings)
     client, database = connect(settings, NAME)
     store = RoutingStore(database)
+    routers = RouterHolder(
+        policies,
+        knowledge,
+        shipped_labelled(),
+        store,
+        settings.triage_threshold,
+        utc_now,
+        settings.retrain_tolerance,
+    )
     broker = make_broker(settings, NAME)
-    handlers = EventHandlers(store, broker, settings.topics, policies, utc_now)
+    handlers = EventHandlers(store, broker, settings.topics, routers, utc_now)
     consumer = EventConsumer(
         broker, settings, NAME, [settings.topics.tickets], workers=settings.consumer_workers
     )
@@ -36,20 +49,20 @@ def create(settings: RoutingSettings) -> FastAPI:
     for action in FORWARDED_ACTIONS:
         consumer.on(action, handlers.on_ticket_action)
 
+    async def prepare() -> None:
+        await store.ensure_indexes()
+        await routers.start()  # a model before the first ticket is consumed
+
+    background = [partial(policies.watch, settings.policy_check_seconds)]
+    if settings.retrain_every_seconds:
+        background.append(partial(routers.retrain_every, settings.retrain_every_seconds))
     app = service.wired_app(
         settings,
         NAME,
         "Where each ticket goes, and why.",
-        service.Wiring(
-            broker,
-            client,
-            credentials,
-            consumer,
-            store.ensure_indexes,
-            background=[partial(policies.watch, settings.policy_check_seconds)],
-        ),
+        service.Wiring(broker, client, credentials, consumer, prepare, background=background),
     )
-    app.include_router(routes(store, policies, auth))
+    app.include_router(routes(store, policies, routers, auth))
     return app
 
 

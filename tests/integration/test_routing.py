@@ -1,5 +1,6 @@
-"""Routing against the running service on real Kafka: the labelled set end to end, explanations,
-the dry run, policy hot reload and refusal, and transfers."""
+"""Routing against the running service on real Kafka: the labelled set end to end, explanations
+and confidence, the dry run, policy hot reload and refusal, transfers, and learning from them:
+a transfer becomes a training example, and a retrained model routes a similar ticket there."""
 
 import asyncio
 import json
@@ -16,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.routing.domain import POLICY_FILE
-from services.routing.evaluate import LABELLED_FILE, TARGET
+from services.routing.learning import LABELLED_FILES
 from shared.auth import Role
 from shared.events import Actor, ActorRole, Event, TicketTransferred
 from shared.settings import CommonSettings
@@ -58,7 +59,7 @@ async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
 ) -> None:
     watcher: TopicWatcher = await watch(settings.topics.tickets)
     frontend = credential(Role.FRONTEND, "park-portal")
-    labelled = [json.loads(line) for line in LABELLED_FILE.read_text().splitlines() if line]
+    labelled = [json.loads(line) for line in LABELLED_FILES[0].read_text().splitlines() if line]
     expected: dict[str, str] = {}
     for row in labelled:
         answer = await submit(
@@ -105,13 +106,18 @@ async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
         "park-investment",
         "tj-market",
     }
-    assert accuracy >= TARGET, f"accuracy {accuracy:.1%}; confusions {misses.most_common()}"
-    # Every decision explains itself.
+    # The service's model is trained on these tickets: nearly all must come out as labelled.
+    assert accuracy >= 0.95, f"accuracy {accuracy:.1%}; confusions {misses.most_common()}"
+    # Every decision explains itself and says how sure it is.
     for event in decisions.values():
-        assert event["rule_id"]
-        assert event["matched_terms"]
+        assert event["rule_id"] or event["matched_terms"] or event["department"] == "park-service"
         assert event["policy_version"]
-    assert any(event["runner_up"] for event in decisions.values())
+        assert event["model_version"]
+        assert 0.0 <= event["confidence"] <= 1.0
+        assert len(event["candidates"]) == 3
+        assert event["runner_up"]["department"] != event["department"]
+    assert any(event["rule_id"] for event in decisions.values())
+    assert any(event["rule_id"] is None for event in decisions.values())
 
 
 async def test_dry_run_explains_without_creating_anything(
@@ -133,7 +139,10 @@ async def test_dry_run_explains_without_creating_anything(
     assert explained["department"] == "tj-hrss"
     assert explained["rule_id"] == "tj-hrss.join-tianjin"
     assert "参加天津社保" in explained["matched_terms"]
-    assert explained["runner_up"]["department"] == "bj-hrss"
+    assert explained["runner_up"]["department"] != "tj-hrss"
+    assert 0.5 < explained["confidence"] <= 1.0
+    assert [c["department"] for c in explained["candidates"]][:1] != []
+    assert explained["model_version"]
     assert (await http.post(url, json=body)).status_code == 401
     forbidden = await http.post(url, json=body, headers=credential(Role.ENTERPRISE, "E-1"))
     assert forbidden.status_code == 403
@@ -147,27 +156,30 @@ async def test_a_new_policy_loads_without_restart_and_a_bad_one_is_refused(
     admin = credential(Role.ADMIN, "root")
     base = f"{running.routing.url}/v1/routing"
     coffee = ticket_body("咖啡机", "茶水间的咖啡机坏了")
+    # A rule that no ranker would ever agree with, so only the rule can send it there.
+    target = "zgc-ip"
 
     async def decide() -> dict[str, Any]:
         answer = await http.post(f"{base}/dry-run", json=coffee, headers=admin)
         result: dict[str, Any] = answer.json()
         return result
 
-    assert (await decide())["department"] == "park-service"
+    assert (await decide())["department"] != target
     original = running.policy_file.read_text()
     try:
         # An edited file is picked up by the watcher, no request needed.
         running.policy_file.write_text(
             original.replace('version = "', 'version = "hot-', 1)
-            + '\n[[rule]]\nid = "coffee"\ndepartment = "park-property"\npriority = 70\n'
+            + f'\n[[rule]]\nid = "coffee"\ndepartment = "{target}"\npriority = 70\n'
             'any = ["咖啡机"]\n'
         )
         for _ in range(50):
-            if (await decide())["department"] == "park-property":
+            if (await decide())["department"] == target:
                 break
             await asyncio.sleep(0.1)
         decided = await decide()
-        assert decided["department"] == "park-property"
+        assert decided["department"] == target
+        assert decided["rule_id"] == "coffee"
         assert decided["policy_version"].startswith("hot-")
 
         # A bad policy is refused, by name, and the one in force stays.
@@ -178,7 +190,7 @@ async def test_a_new_policy_loads_without_restart_and_a_bad_one_is_refused(
         assert refused.status_code == 422
         assert str(running.policy_file) in refused.json()["detail"]
         assert "'broken'" in refused.json()["detail"]
-        assert (await decide())["department"] == "park-property"
+        assert (await decide())["department"] == target
         status = (await http.get(f"{base}/policy", headers=admin)).json()
         assert status["version"].startswith("hot-")
         assert "tj-nowhere" in status["last_error"]
@@ -271,4 +283,126 @@ async def test_transfers_move_the_ticket_refuse_bad_targets_and_are_counted(
             headers=credential(Role.SUPERVISOR, "ops"),
         )
     ).json()
-    assert after.get("tj-tax.tax", 0) == before.get("tj-tax.tax", 0) + 1
+    decided_by = routed["rule_id"] or f"model:{routed['model_version']}"
+    assert after.get(decided_by, 0) == before.get(decided_by, 0) + 1
+
+
+async def route(
+    running: Routing,
+    http: httpx.AsyncClient,
+    watcher: TopicWatcher,
+    settings: CommonSettings,
+    frontend: dict[str, str],
+    subject: str,
+    description: str,
+) -> dict[str, Any]:
+    """Submits a ticket and returns its `ticket.routed` event."""
+    answer = await submit(http, running.intake, frontend, ticket_body(subject, description))
+    assert answer.status_code == 202, answer.text
+    ticket_id = answer.json()["ticket_id"]
+
+    def routed() -> list[dict[str, Any]]:
+        found = watcher.events(settings.topics.tickets, ticket_id)
+        return [e for e in found if e["type"] == "ticket.routed"]
+
+    await watcher.wait_for(lambda _: bool(routed()), 90, f"{ticket_id} routed")
+    return routed()[0]
+
+
+async def transfer_all(
+    settings: CommonSettings, routed: list[dict[str, Any]], to_department: str
+) -> None:
+    """Each ticket transferred by the department that has it, as a department's API would."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        for event in routed:
+            transfer = TicketTransferred(
+                ticket_id=event["ticket_id"],
+                correlation_id=event["correlation_id"],
+                from_department=event["department"],
+                to_department=to_department,
+                reason="ours, not theirs",
+                actor=Actor(role=ActorRole.DEPARTMENT, id=event["department"]),
+                department=event["department"],
+            )
+            await producer.send_and_wait(
+                settings.topics.tickets, transfer.to_json(), key=event["ticket_id"].encode()
+            )
+    finally:
+        await producer.stop()
+
+
+async def test_transfers_teach_a_retrained_model_and_a_worse_one_is_refused(
+    running: Routing,
+    http: httpx.AsyncClient,
+    settings: CommonSettings,
+    credential: Callable[[Role, str], dict[str, str]],
+    watch: Callable[..., Any],
+) -> None:
+    base = f"{running.routing.url}/v1/routing"
+    admin, frontend = credential(Role.ADMIN, "root"), credential(Role.FRONTEND, "portal")
+    watcher: TopicWatcher = await watch(settings.topics.tickets)
+    # A matter no profile gives to the innovation office: the desk decides it is theirs.
+    learnt = "park-innovation"
+    texts = [
+        ("无人机表演", "园区周末想办一场无人机编队表演，需要谁来协调？"),
+        ("无人机编队", "我们的无人机编队表演方案需要园区哪个部门对接？"),
+        ("Drone show", "We want to stage a drone formation show at the park next month."),
+        ("无人机灯光秀", "公司周年庆打算在园区做无人机灯光秀，请问找谁？"),
+        ("Drone light show", "Who coordinates a drone light show for our product launch?"),
+        ("无人机表演报备", "无人机编队表演要在园区里先跟谁沟通？"),
+    ]
+    first = [
+        await route(running, http, watcher, settings, frontend, subject, text)
+        for subject, text in texts
+    ]
+    assert all(event["department"] != learnt for event in first)
+    status = (await http.get(f"{base}/model", headers=admin)).json()
+    model_before = status["version"]
+    assert {e["model_version"] for e in first} == {model_before}
+
+    await transfer_all(settings, first, learnt)
+
+    async def retrain_after(corrections: int) -> dict[str, Any]:
+        """Retrains once the transfers, consumed asynchronously, are all stored."""
+        for _ in range(600):
+            model = (await http.get(f"{base}/model", headers=admin)).json()
+            if model["corrections_stored"] >= corrections:
+                break
+            await asyncio.sleep(0.1)
+        answer = await http.post(f"{base}/retrain", headers=admin, timeout=300)
+        assert answer.status_code == 200, answer.text
+        found: dict[str, Any] = answer.json()
+        assert found["corrections"] >= corrections
+        return found
+
+    retrained = await retrain_after(status["corrections_stored"] + len(texts))
+    assert retrained["accepted"], retrained
+    assert retrained["in_force"] == retrained["version"] != model_before
+    assert retrained["labelled_accuracy"] >= retrained["previous_accuracy"]
+
+    similar = await route(
+        running, http, watcher, settings, frontend, "无人机", "想在园区搞一次无人机编队表演"
+    )
+    assert similar["department"] == learnt, similar["reason"]
+    assert similar["model_version"] == retrained["version"]
+    assert (await http.get(f"{base}/model", headers=admin)).json()["version"] == (
+        retrained["version"]
+    )
+
+    # Corrections that would unlearn the labelled tickets: the new model is refused.
+    labelled = [json.loads(line) for line in LABELLED_FILES[0].read_text().splitlines() if line]
+    tax = [row for row in labelled if row["expected"] == "tj-tax"][:12]
+    wrongly = [
+        await route(running, http, watcher, settings, frontend, row["subject"], row["description"])
+        for row in tax
+    ]
+    await transfer_all(settings, wrongly, "tj-transport")
+    refused = await retrain_after(retrained["corrections"] + len(tax))
+    assert not refused["accepted"], refused
+    assert refused["in_force"] == retrained["version"]
+    assert refused["labelled_accuracy"] < refused["previous_accuracy"]
+    assert "refused" in refused["reason"]
+    enterprise = credential(Role.ENTERPRISE, "E-1")
+    assert (await http.post(f"{base}/retrain", headers=enterprise)).status_code == 403

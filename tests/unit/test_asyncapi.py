@@ -80,3 +80,15 @@ async def test_every_service_serves_the_document_and_the_page() -> None:
     assert set(served.json()["channels"]) == set(DOC["channels"])
     assert page.headers["content-type"].startswith("text/html")
     assert "parkdesk.tickets" in page.text
+
+
+def test_routing_confidence_is_documented_as_a_compatible_addition() -> None:
+    routed = resolve(DOC["components"]["messages"]["TicketRouted"]["payload"]["$ref"])
+    assigned = resolve(DOC["components"]["messages"]["TicketAssigned"]["payload"]["$ref"])
+
+    for payload in (routed, assigned):
+        for field in ("confidence", "candidates"):
+            assert field not in payload.get("required", [])
+            assert "Added compatibly to v1" in payload["properties"][field]["description"]
+    assert routed["properties"]["candidates"]["maxItems"] == 3
+    assert "model_version" in routed["properties"]

@@ -25,20 +25,15 @@ def policy(rules: str, version: str = "test") -> str:
     ("subject", "description", "department"),
     [
         ("孩子学籍", "员工孩子的北京学籍如何保留？", "bj-education"),
-        (
-            "School place",
-            "We need a kindergarten place in Tianjin for an engineer's son.",
-            "tj-education",
-        ),
         ("北京社保", "员工想继续缴纳北京社保，可以吗？", "bj-hrss"),
-        ("VAT 发票", "How do we issue a VAT invoice (增值税发票) here?", "tj-tax"),
-        ("停电", "园区B座今天停电，生产线停了", "tj-utilities"),
-        ("Patent", "We want to file a patent for our new sensor", "zgc-ip"),
-        ("搬迁", "公司计划从北京整体搬迁到滨海，需要选址", "park-investment"),
-        ("中试", "样品需要做中试生产", "park-innovation"),
+        ("Pension", "Can our staff keep paying into the Beijing pension?", "bj-hrss"),
+        ("户口", "员工户口想从北京迁到天津", "tj-police"),
+        ("学籍", "孩子的学籍转到天津，不再保留北京的", "tj-education"),
+        ("政策", "我们适用哪套双重政策？", "park-investment"),
+        ("中关村补贴", "中关村的研发补贴今年怎么申报？", "zgc-admin"),
     ],
 )
-def test_shipped_policy_routes_chinese_english_and_mixed(
+def test_shipped_overrides_settle_the_side_of_a_matter(
     subject: str, description: str, department: str
 ) -> None:
     decision = SHIPPED.decide(
@@ -51,7 +46,20 @@ def test_shipped_policy_routes_chinese_english_and_mixed(
     assert decision.policy_version == SHIPPED.version
 
 
-def test_a_ticket_nobody_can_place_goes_to_triage() -> None:
+@pytest.mark.parametrize(
+    "description",
+    [
+        "小区物业不作为，楼道灯坏了三个月",  # a matter, not a side: the ranker's
+        "我们想申请发明专利",
+        "滨海中关村科技园的租金补贴什么时候发？",  # the Tianjin park that carries the name
+        "Tianjin pension office lost my records",
+    ],
+)
+def test_overrides_leave_matters_without_a_side_to_the_ranker(description: str) -> None:
+    assert SHIPPED.decide(sample_content("问", description)).rule_id is None
+
+
+def test_a_ticket_no_rule_matches_is_left_unplaced() -> None:
     decision = SHIPPED.decide(sample_content(subject="你好", description="我们有个问题"))
 
     assert decision.department == TRIAGE
@@ -67,7 +75,7 @@ def test_the_hard_pair_names_its_runner_up() -> None:
     assert decision.department == "tj-hrss"
     assert decision.runner_up is not None
     assert decision.runner_up.department == "bj-hrss"
-    assert "北京社保" in decision.runner_up.matched_terms
+    assert decision.runner_up.matched_terms
 
 
 def test_english_terms_match_whole_words_and_stems_only() -> None:
@@ -192,7 +200,7 @@ def test_unreadable_and_malformed_files_are_refused(tmp_path: Path) -> None:
 
 def test_the_shipped_policy_file_is_the_default() -> None:
     assert SHIPPED.source == str(POLICY_FILE)
-    assert len(SHIPPED.rules) >= 25
+    assert len(SHIPPED.rules) >= 10
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,172 @@
+"""The router in force: its policy (reloaded from its file) and its ranker model (retrained from
+corrections), swapped without a restart.
+
+At start the newest stored model is loaded; if there is none, or it was trained on other
+profiles than these, a model is trained from the profiles, the labelled tickets and the stored
+corrections, and stored. A retrain trains in a child process (scikit-learn stays out of the
+service, and its CPU off the event loop), then routes the labelled tickets with the new model:
+if it does worse than the model in force, it is refused and the old one stays.
+"""
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.routing.knowledge import Knowledge
+from services.routing.learning import Labelled, accuracy, build_router, training_rows
+from services.routing.ranker import ModelError, Ranker, load_ranker
+from services.routing.reloader import PolicyHolder
+from services.routing.router import Router
+from services.routing.store import RoutingStore, StoredModel
+
+log = logging.getLogger("parkdesk.routing.model")
+
+
+class TrainingFailed(RuntimeError):
+    """The training process did not give a model."""
+
+
+class RetrainRunning(RuntimeError):
+    """A retrain is under way already."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainOutcome:
+    accepted: bool
+    version: str
+    in_force: str
+    corrections: int
+    labelled_accuracy: float
+    previous_accuracy: float
+    reason: str
+
+
+class RouterHolder:
+    def __init__(
+        self,
+        policies: PolicyHolder,
+        knowledge: Knowledge,
+        labelled: list[Labelled],
+        store: RoutingStore,
+        threshold: float,
+        now: Callable[[], datetime],
+        tolerance: float = 0.0,
+    ) -> None:
+        self._policies = policies
+        self._knowledge = knowledge
+        self._labelled = labelled
+        self._store = store
+        self._threshold = threshold
+        self._now = now
+        self._tolerance = tolerance
+        self._lock = asyncio.Lock()
+        self._ranker: Ranker | None = None
+        self._router: Router | None = None
+        self.model: StoredModel | None = None
+
+    @property
+    def router(self) -> Router:
+        """The router of the policy and the model in force (rebuilt when either changed)."""
+        if self._ranker is None:
+            raise RuntimeError("no model loaded yet: call start() first")
+        router = self._router
+        if router is None or router.policy is not self._policies.policy:
+            router = build_router(
+                self._policies.policy, self._ranker, self._threshold, self._labelled
+            )
+            self._router = router
+        return router
+
+    async def start(self) -> None:
+        stored = await self._store.latest_model()
+        if stored is not None:
+            try:
+                self._use(load_ranker(stored.blob, self._knowledge), stored)
+                log.info("model %s loaded (%d corrections)", stored.version, stored.corrections)
+                return
+            except ModelError as error:
+                log.info("stored model not used, training a new one: %s", error)
+        outcome = await self.retrain(gate=False)
+        log.info("model %s trained at start", outcome.version)
+
+    async def retrain(self, gate: bool = True) -> RetrainOutcome:
+        if self._lock.locked():
+            raise RetrainRunning("a retrain is under way")
+        async with self._lock:
+            corrections = await self._store.corrections()
+            trained_at = self._now()
+            version = f"{trained_at:%Y%m%dT%H%M%S}-{self._knowledge.digest[:6]}-c{len(corrections)}"
+            request = {"version": version, "rows": training_rows(self._labelled, corrections)}
+            blob = await _train_in_child(request)
+            ranker = load_ranker(blob, self._knowledge)
+            candidate = build_router(self._policies.policy, ranker, self._threshold, self._labelled)
+            new_accuracy = accuracy(candidate, self._labelled)
+            previous = accuracy(self.router, self._labelled) if self._ranker else 0.0
+            if gate and new_accuracy < previous - self._tolerance:
+                reason = (
+                    f"refused: {new_accuracy:.1%} on the labelled tickets, "
+                    f"{previous:.1%} with {self.router.model_version}"
+                )
+                log.warning("model %s %s", version, reason)
+                return RetrainOutcome(
+                    False,
+                    version,
+                    self.router.model_version,
+                    len(corrections),
+                    new_accuracy,
+                    previous,
+                    reason,
+                )
+            stored = StoredModel(
+                version=version,
+                trained_at=trained_at,
+                knowledge=self._knowledge.digest,
+                corrections=len(corrections),
+                labelled_accuracy=round(new_accuracy, 4),
+                blob=blob,
+            )
+            await self._store.save_model(stored)
+            self._use(ranker, stored)
+            log.info(
+                "model %s in force: %.1f%% on the labelled tickets, %d corrections",
+                version,
+                new_accuracy * 100,
+                len(corrections),
+            )
+            return RetrainOutcome(
+                True, version, version, len(corrections), new_accuracy, previous, "accepted"
+            )
+
+    async def retrain_every(self, seconds: float) -> None:
+        """The optional schedule: retrain when new corrections came since the model in force."""
+        while True:
+            await asyncio.sleep(seconds)
+            known = self.model.corrections if self.model else 0
+            if await self._store.count_corrections() > known:
+                try:
+                    await self.retrain()
+                except (RetrainRunning, TrainingFailed, ModelError) as error:
+                    log.warning("scheduled retrain skipped: %s", error)
+
+    def _use(self, ranker: Ranker, stored: StoredModel) -> None:
+        self._ranker, self._router, self.model = ranker, None, stored
+
+
+async def _train_in_child(request: Mapping[str, object]) -> bytes:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.routing.training",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    blob, errors = await child.communicate(json.dumps(request).encode())
+    if child.returncode != 0:
+        tail = errors.decode(errors="replace").strip().splitlines()[-3:]
+        raise TrainingFailed(f"training exited {child.returncode}: {' | '.join(tail)}")
+    return blob
