@@ -44,6 +44,7 @@ _RULE_KEYS = frozenset(
         "origins",
         "zhongguancun_certified",
         "note",
+        "matter_of",
     }
 )
 
@@ -92,6 +93,12 @@ class Rule:
     categories: frozenset[Category] | None
     origins: frozenset[Origin] | None
     zhongguancun_certified: bool | None
+    matter_of: frozenset[str] | None = None
+    """The departments whose matter this rule settles the side of: it applies only when the
+    ranker finds the ticket to be one of theirs (or the rule's own department's)."""
+
+    def settles(self, matter: str | None) -> bool:
+        return self.matter_of is None or matter is None or matter in self.matter_of
 
     def applies_to(self, ticket: TicketContent) -> bool:
         return (
@@ -153,7 +160,9 @@ class Policy:
     _rules_by_term: dict[str, tuple[Rule, ...]] = field(repr=False, compare=False)
     _termless_rules: tuple[Rule, ...] = field(repr=False, compare=False)
 
-    def decide(self, ticket: TicketContent) -> Decision:
+    def decide(self, ticket: TicketContent, matter: str | None = None) -> Decision:
+        """The best matching rule's decision; `matter`, the department the ranker found, keeps
+        out the rules that settle the side of another matter."""
         found = self._find_terms(normalise(f"{ticket.subject}\n{ticket.description}"))
         evaluated: set[str] = set()
         candidates: list[RuleMatch] = []
@@ -161,7 +170,8 @@ class Policy:
             if rule.id in evaluated:
                 continue
             evaluated.add(rule.id)
-            matched = rule.matched_terms(found) if rule.applies_to(ticket) else None
+            applies = rule.applies_to(ticket) and rule.settles(matter)
+            matched = rule.matched_terms(found) if applies else None
             if matched is not None:
                 candidates.append(RuleMatch(rule, matched))
         ranked = sorted(candidates, key=lambda c: c.rank, reverse=True)
@@ -296,6 +306,14 @@ def _parse_rule(raw: Any, source: str, index: int) -> Rule:
             )
     if any_terms and all(any(t.contains(x) for x in none_terms) for t in any_terms):
         raise fail("can never match: every 'any' term contains a 'none' term")
+    matter_of = raw.get("matter_of")
+    if matter_of is not None:
+        if not isinstance(matter_of, list) or not matter_of:
+            raise fail("'matter_of' must be a non-empty list of department codes")
+        unknown_codes = [code for code in matter_of if code not in DEPARTMENTS]
+        if unknown_codes:
+            raise fail(f"'matter_of' names unknown departments {unknown_codes}")
+        matter_of = frozenset([*matter_of, department])
     return Rule(
         rule_id,
         department,
@@ -306,6 +324,7 @@ def _parse_rule(raw: Any, source: str, index: int) -> Rule:
         categories,
         origins,
         certified,
+        matter_of,
     )
 
 

@@ -1,10 +1,14 @@
-"""`parkdesk-routing-eval [--blind FILE] [--profiles DIR] [--threshold P]`: how well the router
-routes. It trains a model as the service would (profiles plus the shipped labelled tickets),
-then reports, for the labelled tickets and for the blind set: accuracy overall and per
-department, the triage rate, the wrong-department rate, the confusion pairs, how well the
-confidence is calibrated, and each miss.
+"""`parkdesk-routing-eval [--blind FILE ...] [--profiles DIR] [--threshold P] [--dev]`: how well
+the router routes. It trains a model as the service would (profiles plus the shipped labelled
+tickets), then reports, for the labelled tickets (as trained on, and 5-fold cross-validated)
+and for each blind set: accuracy overall and per department, the triage rate, the
+wrong-department rate, the confusion pairs, how well the confidence is calibrated, and each
+miss. `--dev` reports only the cross-validated labelled tickets: the measure to change the
+ranker or the profiles by.
 
-The blind set is never trained on: it is read here only to be measured.
+The blind sets are never trained on: they are read here only to be measured. The first was
+frozen before any profile existed and measured at 87.0 % on its first run; its confusions were
+read then, so changes since are measured cleanly only by the second, frozen before them.
 """
 
 import argparse
@@ -21,7 +25,8 @@ from services.routing.router import DEFAULT_THRESHOLD, Router, ticket_text
 from services.routing.training import Example, train
 from shared.departments import TRIAGE
 
-BLIND_FILE = Path(__file__).resolve().parents[2] / "tests" / "routing" / "blind_tickets.jsonl"
+BLIND_DIR = Path(__file__).resolve().parents[2] / "tests" / "routing"
+BLIND_FILES = (BLIND_DIR / "blind_tickets.jsonl", BLIND_DIR / "blind2_tickets.jsonl")
 TARGET = 0.90
 """Blind-set accuracy below which `make routing-eval` fails."""
 
@@ -132,23 +137,53 @@ def shipped_router(
     return build_router(load_policy(policy_file), ranker, threshold, labelled)
 
 
+def cross_validated(
+    profiles: Path, policy_file: Path, threshold: float, folds: int = 5
+) -> Evaluation:
+    """Each labelled ticket routed by a model trained without it: the development measure, for
+    changes to the ranker or the profiles, that leaves the blind set unseen."""
+    knowledge = load_knowledge(profiles)
+    policy = load_policy(policy_file)
+    labelled = shipped_labelled()
+    results: list[tuple[Labelled, Decision]] = []
+    for fold in range(folds):
+        kept = [item for n, item in enumerate(labelled) if n % folds != fold]
+        held = [item for n, item in enumerate(labelled) if n % folds == fold]
+        examples = [Example(ticket_text(i.ticket), i.expected) for i in kept]
+        ranker = train(knowledge, examples, f"cv-{fold}")
+        router = build_router(policy, ranker, threshold, kept)
+        results += [(item, router.decide(item.ticket)) for item in held]
+    return Evaluation(f"labelled, {folds}-fold cross-validated", results)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="parkdesk-routing-eval", description=__doc__)
-    parser.add_argument("--blind", type=Path, default=BLIND_FILE)
+    parser.add_argument("--blind", type=Path, nargs="+", default=list(BLIND_FILES))
     parser.add_argument("--profiles", type=Path, default=PROFILES_DIR)
     parser.add_argument("--policy", type=Path, default=POLICY_FILE)
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
+    parser.add_argument(
+        "--dev", action="store_true", help="only the cross-validated labelled tickets"
+    )
     args = parser.parse_args(argv)
+    if args.dev:
+        print(report(cross_validated(args.profiles, args.policy, args.threshold)))
+        return
     router = shipped_router(args.profiles, args.policy, args.threshold)
     print(
         f"model {router.model_version} (temperature {router.ranker.temperature:.2f}), "
         f"policy {router.policy.version}, triage below {router.threshold:.0%}\n"
     )
     print(report(evaluate(router, "labelled (trained on)", shipped_labelled()), misses=False))
-    blind = evaluate(router, "blind (never trained on)", read_labelled(args.blind))
     print()
-    print(report(blind))
-    sys.exit(0 if blind.accuracy >= TARGET else 1)
+    print(report(cross_validated(args.profiles, args.policy, args.threshold), misses=False))
+    met = True
+    for path in args.blind:
+        blind = evaluate(router, f"blind {path.name} (never trained on)", read_labelled(path))
+        print()
+        print(report(blind))
+        met = met and blind.accuracy >= TARGET
+    sys.exit(0 if met else 1)
 
 
 if __name__ == "__main__":

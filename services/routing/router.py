@@ -42,7 +42,7 @@ class Router:
     def decide(self, ticket: TicketContent) -> Decision:
         ranked = self.ranker.rank(ticket_text(ticket))
         candidates = tuple(_candidate(scored) for scored in ranked[:3])
-        ruled = self.policy.decide(ticket)
+        ruled = self.policy.decide(ticket, matter=ranked[0].department)
         if ruled.rule_id is not None:
             other = next(s for s in ranked if s.department != ruled.department)
             return replace(

@@ -59,6 +59,24 @@ def test_overrides_leave_matters_without_a_side_to_the_ranker(description: str) 
     assert SHIPPED.decide(sample_content("问", description)).rule_id is None
 
 
+def test_a_rule_settles_the_side_only_of_its_own_matters() -> None:
+    rules = policy("""
+[[rule]]
+id = "beijing-benefits"
+department = "bj-hrss"
+all = ["北京"]
+any = ["户口"]
+matter_of = ["tj-hrss", "tj-police"]
+""")
+    compiled = parse_policy(rules, "inline")
+    ticket = sample_content("户口", "北京户口的孩子想在生态城上小学")
+
+    assert compiled.decide(ticket).rule_id == "beijing-benefits"
+    assert compiled.decide(ticket, matter="tj-police").rule_id == "beijing-benefits"
+    assert compiled.decide(ticket, matter="bj-hrss").rule_id == "beijing-benefits"
+    assert compiled.decide(ticket, matter="tj-education").rule_id is None
+
+
 def test_a_ticket_no_rule_matches_is_left_unplaced() -> None:
     decision = SHIPPED.decide(sample_content(subject="你好", description="我们有个问题"))
 
@@ -167,6 +185,11 @@ categories = ["management"]
             "can never match",
         ),
         ('[[rule]]\nid = "a"\ndepartment = "tj-tax"', "has no condition"),
+        (
+            '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\nmatter_of = ["tj-nowhere"]',
+            "unknown departments",
+        ),
+        ('[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\nmatter_of = []', "non-empty"),
         ('[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\npriorty = 5', "unknown keys"),
         (
             '[[rule]]\nid = "a"\ndepartment = "tj-tax"\nany = ["x"]\norigins = ["mars"]',
