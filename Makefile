@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval bench deploy-tools deploy-check browser chaos
+	routing-eval routing-learning bench deploy-tools deploy-check browser chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -70,11 +70,15 @@ integration: infra
 chaos: infra ## thousands of tickets through SIGKILLs, broker loss and a store outage; prints the counts
 	@$(BIN)/python -m tests.chaos
 
-bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 5 minutes)
+bench: infra ## benchmarks: print the figures and write them to bench/results/ (about 7 minutes)
 	@$(BIN)/python -m bench.routing
+	@$(BIN)/python -m bench.routing_learning
 	@$(BIN)/python -m bench.sla
 	@$(BIN)/python -m bench.notify
 	@$(BIN)/python -m bench.e2e
+
+routing-learning: infra ## routing's learning curve: corrections fed as transfers through the running suite
+	@$(BIN)/python -m bench.routing_learning
 
 routing-eval: venv ## routing accuracy, triage and wrong-department rates, confusions: labelled and blind sets
 	@$(BIN)/parkdesk-routing-eval

@@ -99,7 +99,8 @@ class RouterHolder:
         async with self._lock:
             corrections = await self._store.corrections()
             trained_at = self._now()
-            version = f"{trained_at:%Y%m%dT%H%M%S}-{self._knowledge.digest[:6]}-c{len(corrections)}"
+            stamp = f"{trained_at:%Y%m%dT%H%M%S.%f}"[:-3]
+            version = f"{stamp}-{self._knowledge.digest[:6]}-c{len(corrections)}"
             request = {"version": version, "rows": training_rows(self._labelled, corrections)}
             blob = await _train_in_child(request)
             ranker = load_ranker(blob, self._knowledge)

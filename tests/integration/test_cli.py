@@ -195,3 +195,25 @@ async def test_credentials_issued_work_and_revoked_stop_working(
                 break
             await asyncio.sleep(0.2)
         assert (await http.get(report, headers=headers)).status_code == 401
+
+
+async def test_routing_retrain_and_model_from_the_command_line(
+    suite: dict[str, ServiceProcess],
+    service_env: dict[str, str],
+    credential: Callable[[Role, str], dict[str, str]],
+) -> None:
+    env = {**service_env, "PARKDESK_ROUTING_URL": suite["routing"].url}
+    admin = bearer(credential(Role.ADMIN, "root"))
+
+    before = parkdesk(env, "routing", "model", token=admin)
+    retrained = await asyncio.to_thread(parkdesk, env, "routing", "retrain", token=admin)
+    after = parkdesk(env, "routing", "model", token=admin)
+
+    assert before.returncode == 0, before.stderr
+    assert retrained.returncode == 0, retrained.stderr
+    assert "accepted" in retrained.stdout
+    assert json.loads(after.stdout)["version"] != json.loads(before.stdout)["version"]
+    assert json.loads(after.stdout)["version"] in retrained.stdout
+    refused = parkdesk(env, "routing", "retrain", token=bearer(credential(Role.SUPERVISOR, "s")))
+    assert refused.returncode == 1
+    assert "403" in refused.stderr
