@@ -11,7 +11,7 @@ from faststream.kafka import KafkaBroker
 from pydantic import BaseModel
 
 from services.routing.domain import Decision, PolicyError, transfer_refusal
-from services.routing.models import RetrainRunning, RouterHolder, TrainingFailed
+from services.routing.models import RetrainOutcome, RetrainRunning, RouterHolder, TrainingFailed
 from services.routing.reloader import PolicyHolder
 from services.routing.router import ticket_text
 from services.routing.store import RoutingStore
@@ -184,18 +184,6 @@ class ModelStatus(BaseModel):
     """Below this confidence a ticket goes to triage."""
 
 
-class RetrainAnswer(BaseModel):
-    accepted: bool
-    version: str
-    """The model trained now."""
-    in_force: str
-    """The model that routes from now on: the new one if accepted, the old one if not."""
-    corrections: int
-    labelled_accuracy: float
-    previous_accuracy: float
-    reason: str
-
-
 class PolicyStatus(BaseModel):
     version: str
     source: str
@@ -265,9 +253,9 @@ def routes(
             503: {"description": "the training process failed; the model in force stays"},
         },
     )
-    async def post_retrain(_: Admin) -> RetrainAnswer:
+    async def post_retrain(_: Admin) -> RetrainOutcome:
         try:
-            outcome = await routers.retrain()
+            return await routers.retrain()
         except RetrainRunning as error:
             raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
         except TrainingFailed as error:
@@ -275,15 +263,6 @@ def routes(
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, "training failed; the model stays"
             ) from None
-        return RetrainAnswer(
-            accepted=outcome.accepted,
-            version=outcome.version,
-            in_force=outcome.in_force,
-            corrections=outcome.corrections,
-            labelled_accuracy=round(outcome.labelled_accuracy, 4),
-            previous_accuracy=round(outcome.previous_accuracy, 4),
-            reason=outcome.reason,
-        )
 
     @router.get(
         "/transfers",

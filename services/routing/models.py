@@ -13,8 +13,9 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
+
+from pydantic import BaseModel
 
 from services.routing.knowledge import Knowledge
 from services.routing.learning import Labelled, accuracy, build_router, training_rows
@@ -34,11 +35,14 @@ class RetrainRunning(RuntimeError):
     """A retrain is under way already."""
 
 
-@dataclass(frozen=True, slots=True)
-class RetrainOutcome:
+class RetrainOutcome(BaseModel):
+    """What a retrain did: the answer of `POST /v1/routing/retrain`."""
+
     accepted: bool
     version: str
+    """The model trained now."""
     in_force: str
+    """The model that routes from now on: the new one if accepted, the old one if not."""
     corrections: int
     labelled_accuracy: float
     previous_accuracy: float
@@ -114,13 +118,13 @@ class RouterHolder:
                 )
                 log.warning("model %s %s", version, reason)
                 return RetrainOutcome(
-                    False,
-                    version,
-                    self.router.model_version,
-                    len(corrections),
-                    new_accuracy,
-                    previous,
-                    reason,
+                    accepted=False,
+                    version=version,
+                    in_force=self.router.model_version,
+                    corrections=len(corrections),
+                    labelled_accuracy=round(new_accuracy, 4),
+                    previous_accuracy=round(previous, 4),
+                    reason=reason,
                 )
             stored = StoredModel(
                 version=version,
@@ -139,7 +143,13 @@ class RouterHolder:
                 len(corrections),
             )
             return RetrainOutcome(
-                True, version, version, len(corrections), new_accuracy, previous, "accepted"
+                accepted=True,
+                version=version,
+                in_force=version,
+                corrections=len(corrections),
+                labelled_accuracy=round(new_accuracy, 4),
+                previous_accuracy=round(previous, 4),
+                reason="accepted",
             )
 
     async def retrain_every(self, seconds: float) -> None:

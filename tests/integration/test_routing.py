@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.routing.domain import POLICY_FILE
-from services.routing.learning import LABELLED_FILES
+from services.routing.learning import LABELLED_DIR
 from shared.auth import Role
 from shared.events import Actor, ActorRole, Event, TicketTransferred
 from shared.settings import CommonSettings
@@ -59,7 +59,11 @@ async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
 ) -> None:
     watcher: TopicWatcher = await watch(settings.topics.tickets)
     frontend = credential(Role.FRONTEND, "park-portal")
-    labelled = [json.loads(line) for line in LABELLED_FILES[0].read_text().splitlines() if line]
+    labelled = [
+        json.loads(line)
+        for line in (LABELLED_DIR / "labelled_tickets.jsonl").read_text().splitlines()
+        if line
+    ]
     expected: dict[str, str] = {}
     for row in labelled:
         answer = await submit(
@@ -392,7 +396,11 @@ async def test_transfers_teach_a_retrained_model_and_a_worse_one_is_refused(
     )
 
     # Corrections that would unlearn the labelled tickets: the new model is refused.
-    labelled = [json.loads(line) for line in LABELLED_FILES[0].read_text().splitlines() if line]
+    labelled = [
+        json.loads(line)
+        for line in (LABELLED_DIR / "labelled_tickets.jsonl").read_text().splitlines()
+        if line
+    ]
     tax = [row for row in labelled if row["expected"] == "tj-tax"][:12]
     wrongly = [
         await route(running, http, watcher, settings, frontend, row["subject"], row["description"])
