@@ -21,6 +21,9 @@ import httpx
 from shared.settings import CommonSettings
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL_CACHE = (
+    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parkdesk" / "routing-models"
+)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,8 @@ def environment(settings: CommonSettings, auth_secret: str) -> dict[str, str]:
         "PARKDESK_MONGODB_URL": settings.mongodb_url.get_secret_value(),
         "PARKDESK_NAMESPACE": settings.namespace,
         "PARKDESK_AUTH_SECRET": auth_secret,
+        # Every namespace starts routing on an empty store: one trained model serves them all.
+        "PARKDESK_MODEL_CACHE_DIR": str(MODEL_CACHE),
     }
 
 

@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {"intake": 8000, "routing": 8001, "sla": 8002, "notify": 8003}
 
 
-DEVELOPMENT_SECRET = (
-    Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parkdesk" / "dev-auth-secret"
-)
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "parkdesk"
+DEVELOPMENT_SECRET = CACHE / "dev-auth-secret"
+MODEL_CACHE = CACHE / "routing-models"
 
 
 def development_secret() -> str:
@@ -48,6 +48,7 @@ def admin_command(env: dict[str, str]) -> str:
 def main() -> int:
     env = dict(os.environ)
     env.setdefault("PARKDESK_AUTH_SECRET", development_secret())
+    env.setdefault("PARKDESK_MODEL_CACHE_DIR", str(MODEL_CACHE))
     processes: dict[str, subprocess.Popen[bytes]] = {}
     for name, port in SERVICES.items():
         service_env = {

@@ -41,6 +41,12 @@ class RoutingSettings(ServiceSettings):
         description="How much accuracy on the labelled tickets a retrained model may lose and "
         "still replace the one in force.",
     )
+    model_cache_dir: Path | None = Field(
+        default=None,
+        description="Where models trained at start are kept by what they were trained on, so "
+        "that a new store or replica reuses one instead of training the same model again; "
+        "unset: no cache.",
+    )
     consumer_workers: int = Field(
         default=3,
         ge=1,

@@ -52,6 +52,7 @@ class Knowledge:
     entries: tuple[Entry, ...]
     digest: str
     """Changes whenever any profile's content changes: part of every model version."""
+    directory: Path = PROFILES_DIR
 
     def departments(self) -> frozenset[str]:
         return frozenset(entry.department for entry in self.entries)
@@ -75,7 +76,7 @@ def load_knowledge(directory: Path = PROFILES_DIR) -> Knowledge:
             raise ProfileError(str(path), f"cannot read: {exc.strerror}") from None
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
         entries += parse_profile(raw.decode("utf-8"), str(path), expected=path.stem)
-    knowledge = Knowledge(tuple(entries), digest.hexdigest()[:12])
+    knowledge = Knowledge(tuple(entries), digest.hexdigest()[:12], directory)
     missing = ROUTABLE - knowledge.departments()
     if missing:
         raise ProfileError(str(directory), f"no profile for {sorted(missing)}")

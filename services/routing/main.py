@@ -38,6 +38,7 @@ def create(settings: RoutingSettings) -> FastAPI:
         settings.triage_threshold,
         utc_now,
         settings.retrain_tolerance,
+        settings.model_cache_dir,
     )
     broker = make_broker(settings, NAME)
     handlers = EventHandlers(store, broker, settings.topics, routers, utc_now)

@@ -9,11 +9,14 @@ if it does worse than the model in force, it is refused and the old one stays.
 """
 
 import asyncio
+import hashlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -59,6 +62,7 @@ class RouterHolder:
         threshold: float,
         now: Callable[[], datetime],
         tolerance: float = 0.0,
+        cache: Path | None = None,
     ) -> None:
         self._policies = policies
         self._knowledge = knowledge
@@ -67,6 +71,7 @@ class RouterHolder:
         self._threshold = threshold
         self._now = now
         self._tolerance = tolerance
+        self._cache = cache
         self._lock = asyncio.Lock()
         self._ranker: Ranker | None = None
         self._router: Router | None = None
@@ -94,10 +99,13 @@ class RouterHolder:
                 return
             except ModelError as error:
                 log.info("stored model not used, training a new one: %s", error)
-        outcome = await self.retrain(gate=False)
-        log.info("model %s trained at start", outcome.version)
+        outcome = await self.retrain(first=True)
+        log.info("model %s in force at start", outcome.in_force)
 
-    async def retrain(self, gate: bool = True) -> RetrainOutcome:
+    async def retrain(self, first: bool = False) -> RetrainOutcome:
+        """Trains a model on everything known now. The first model of a store is not gated (there
+        is nothing to compare with) and may come from the cache of models trained on the very
+        same examples; a retrain always trains."""
         if self._lock.locked():
             raise RetrainRunning("a retrain is under way")
         async with self._lock:
@@ -105,13 +113,18 @@ class RouterHolder:
             trained_at = self._now()
             stamp = f"{trained_at:%Y%m%dT%H%M%S.%f}"[:-3]
             version = f"{stamp}-{self._knowledge.digest[:6]}-c{len(corrections)}"
-            request = {"version": version, "rows": training_rows(self._labelled, corrections)}
-            blob = await _train_in_child(request)
+            request = {
+                "version": version,
+                "profiles": str(self._knowledge.directory),
+                "rows": training_rows(self._labelled, corrections),
+            }
+            blob = await (self._cached(request) if first else _train_in_child(request))
             ranker = load_ranker(blob, self._knowledge)
+            version = ranker.version
             candidate = build_router(self._policies.policy, ranker, self._threshold, self._labelled)
             new_accuracy = accuracy(candidate, self._labelled)
             previous = accuracy(self.router, self._labelled) if self._ranker else 0.0
-            if gate and new_accuracy < previous - self._tolerance:
+            if not first and new_accuracy < previous - self._tolerance:
                 reason = (
                     f"refused: {new_accuracy:.1%} on the labelled tickets, "
                     f"{previous:.1%} with {self.router.model_version}"
@@ -165,6 +178,33 @@ class RouterHolder:
 
     def _use(self, ranker: Ranker, stored: StoredModel) -> None:
         self._ranker, self._router, self.model = ranker, None, stored
+
+    async def _cached(self, request: Mapping[str, object]) -> bytes:
+        """A model trained before on the same profiles, examples and training code, or a new one.
+        Training is deterministic, so every fresh store of a test run or a new replica need not
+        spend seconds of CPU on the same model."""
+        if self._cache is None:
+            return await _train_in_child(request)
+        key = hashlib.sha256(
+            json.dumps([request["rows"], self._knowledge.digest, _code_digest()]).encode()
+        ).hexdigest()[:32]
+        path = self._cache / f"{key}.npz"
+        if path.exists():
+            return path.read_bytes()
+        blob = await _train_in_child(request)
+        self._cache.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_bytes(blob)
+        partial.replace(path)  # whole or not at all, also with several replicas at once
+        return blob
+
+
+def _code_digest() -> str:
+    """The training code's own digest: a change to how models are made invalidates the cache."""
+    digest = hashlib.sha256()
+    for module in ("features.py", "ranker.py", "training.py"):
+        digest.update((Path(__file__).with_name(module)).read_bytes())
+    return digest.hexdigest()
 
 
 async def _train_in_child(request: Mapping[str, object]) -> bytes:

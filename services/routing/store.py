@@ -138,7 +138,9 @@ class RoutingStore:
         return await self._corrections.count_documents({})
 
     async def save_model(self, model: StoredModel) -> None:
-        await self._models.insert_one(
+        """Stores the model once (the same model from the cache may be stored already)."""
+        await insert_once(
+            self._models,
             {
                 "_id": model.version,
                 "trained_at": model.trained_at,
@@ -146,7 +148,7 @@ class RoutingStore:
                 "corrections": model.corrections,
                 "labelled_accuracy": model.labelled_accuracy,
                 "blob": model.blob,
-            }
+            },
         )
 
     async def latest_model(self) -> StoredModel | None:

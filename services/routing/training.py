@@ -20,6 +20,7 @@ import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -186,9 +187,9 @@ def _temperature(
 def main() -> None:
     """`python -m services.routing.training < rows.json > model.npz`: one training, as its own
     process, so the service never holds scikit-learn in memory nor its CPU on the event loop.
-    Reads `{"version": ..., "rows": [{"text", "department", "weight"}]}` and the profiles."""
+    Reads `{"version": ..., "profiles": DIR, "rows": [{"text", "department", "weight"}]}`."""
     request = json.loads(sys.stdin.buffer.read())
-    knowledge = load_knowledge()
+    knowledge = load_knowledge(Path(request["profiles"]))
     tickets = [
         Example(str(row["text"]), str(row["department"]), float(row["weight"]))
         for row in request["rows"]

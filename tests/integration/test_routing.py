@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -22,7 +23,7 @@ from shared.auth import Role
 from shared.events import Actor, ActorRole, Event, TicketTransferred
 from shared.settings import CommonSettings
 from tests.conftest import TopicWatcher
-from tests.harness import ServiceProcess, running_services, submit, ticket_body
+from tests.harness import MODEL_CACHE, ServiceProcess, running_services, submit, ticket_body
 
 pytestmark = pytest.mark.integration
 
@@ -364,6 +365,9 @@ async def test_transfers_teach_a_retrained_model_and_a_worse_one_is_refused(
     assert all(event["department"] != learnt for event in first)
     status = (await http.get(f"{base}/model", headers=admin)).json()
     model_before = status["version"]
+    # The first model of this store came from, or went into, the cache of models trained at start.
+    cached = [np.load(path)["meta"].tobytes().decode() for path in MODEL_CACHE.glob("*.npz")]
+    assert any(json.loads(meta)["version"] == model_before for meta in cached)
     assert {e["model_version"] for e in first} == {model_before}
 
     await transfer_all(settings, first, learnt)
