@@ -2,15 +2,20 @@
 
 Each event carries the same envelope (event id, type, schema version, time, ticket id,
 correlation id) and is keyed by ticket id on Kafka, so one ticket's events stay in order on one
-partition. A breaking change to a payload gets a new `schema_version` and a new model; consumers
-refuse versions they do not know (the record goes to the dead-letter topic).
+partition. A breaking change to a payload gets a new `schema_version` and a new model; a new
+optional field is added to the version in force. Consumers read tolerantly: fields they do not
+know are ignored, so a newer producer's additions never cost an event; a schema version newer
+than any they know is not poison but an upgrade under way, and waits (`NotReadableYet`) until
+a consumer that knows it reads it. API request bodies stay strict: an unknown field there is a
+client's mistake, answered with 422.
 """
 
 import json
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal, get_args
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import (
     AwareDatetime,
@@ -465,8 +470,54 @@ EVENT_MODELS: dict[tuple[str, int], type[Event]] = {
 """Which model decodes a record, by its type and schema version: every model of AnyEvent."""
 
 
+LATEST_VERSIONS: dict[str, int] = {}
+for _type, _version in EVENT_MODELS:
+    LATEST_VERSIONS[_type] = max(_version, LATEST_VERSIONS.get(_type, 0))
+
+
 class UndecodableEvent(ValueError):
     """A record that no version of this code can ever process: it belongs in the dead letters."""
+
+
+class NotReadableYet(ValueError):
+    """A known event type in a schema version newer than this code knows: a producer was
+    upgraded before this consumer. The record waits for the consumer's upgrade; it is not
+    poison."""
+
+
+Shape = dict[str, "Shape"] | list["Shape"] | None
+"""Which keys of a JSON document a model reads, nested: a dict per model, a one-element list
+for a sequence of them, None for a value read whole."""
+
+
+def _shape(annotation: Any) -> Shape:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return {
+            field.alias or name: _shape(field.annotation)
+            for name, field in annotation.model_fields.items()
+        }
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        return _shape(args[0])
+    if origin in (Union, UnionType):
+        shapes = [shape for arg in args if (shape := _shape(arg)) is not None]
+        return shapes[0] if len(shapes) == 1 else None
+    if origin in (tuple, list) and args:
+        element = _shape(args[0])
+        return None if element is None else [element]
+    return None
+
+
+_SHAPES: dict[type[Event], Shape] = {model: _shape(model) for model in EVENT_MODELS.values()}
+
+
+def known_fields(value: Any, shape: Shape) -> Any:
+    """The document without the fields its model does not know, at any depth."""
+    if isinstance(shape, dict) and isinstance(value, dict):
+        return {key: known_fields(item, shape[key]) for key, item in value.items() if key in shape}
+    if isinstance(shape, list) and isinstance(value, list):
+        return [known_fields(item, shape[0]) for item in value]
+    return value
 
 
 def decode_event(raw: bytes) -> Event:
@@ -482,9 +533,12 @@ def decode_event(raw: bytes) -> Event:
     model = EVENT_MODELS.get((event_type, version)) if known else None  # type: ignore[arg-type]
     key = (event_type, version)
     if model is None:
+        latest = LATEST_VERSIONS.get(event_type) if known else None  # type: ignore[arg-type]
+        if latest is not None and version > latest:  # type: ignore[operator]
+            raise NotReadableYet(f"{event_type} v{version} is newer than v{latest}, the last known")
         raise UndecodableEvent(f"unknown event type or schema version: {key[0]!r} v{key[1]!r}")
     try:
-        return model.model_validate(document)
+        return model.model_validate(known_fields(document, _SHAPES[model]))
     except ValidationError as exc:
         raise UndecodableEvent(f"invalid {key[0]} v{key[1]}: {_summary(exc)}") from None
 

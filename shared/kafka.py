@@ -28,7 +28,7 @@ from faststream.kafka.annotations import KafkaMessage
 from opentelemetry.trace import SpanKind
 from pymongo.errors import ConnectionFailure, OperationFailure, PyMongoError
 
-from shared.events import Event, UndecodableEvent, decode_event
+from shared.events import Event, NotReadableYet, UndecodableEvent, decode_event
 from shared.logs import CORRELATION_ID
 from shared.metrics import (
     CONSUMER_LAG,
@@ -151,6 +151,9 @@ class NotYet(Exception):
 
 DEFER_SECONDS = 0.2
 
+UPGRADE_WARNING_SECONDS = 60.0
+"""A partition waiting for an upgrade says so once a minute, not five times a second."""
+
 COMMIT_INTERVAL_SECONDS = 0.1
 """How often the offsets of handled records are committed. A commit after every record cost
 each consumer a round trip per record, 5.8 ms on the local Kafka 4.1 (its group coordinator
@@ -237,6 +240,7 @@ class EventConsumer:
         self._handled = HandledOffsets()
         self._membership = _GroupMembership(listener, self._handled)
         self._commit_each_record = False
+        self._upgrade_warned: dict[tuple[str, int], float] = {}
 
         # One consumer reads all the topics, one record at a time, unless `workers` asks for
         # more: then each topic has its own subscriber of that many consumers (FastStream runs
@@ -333,6 +337,22 @@ class EventConsumer:
         source = Source(record.topic, record.partition, record.offset)
         try:
             event = decode_event(record.value or b"")
+        except NotReadableYet as newer:
+            # An upgrade under way: the record waits, uncommitted, for a consumer that knows it.
+            EVENTS_CONSUMED.labels(record.topic, "newer_version", "deferred").inc()
+            place, now = (record.topic, record.partition), time.monotonic()
+            if now - self._upgrade_warned.get(place, -UPGRADE_WARNING_SECONDS) >= (
+                UPGRADE_WARNING_SECONDS
+            ):
+                self._upgrade_warned[place] = now
+                log.warning(
+                    "%s[%d]@%d waits for an upgrade: %s",
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                    newer,
+                )
+            raise NotYet(str(newer)) from None
         except Exception as exc:
             # UndecodableEvent says why; anything else is a decoding bug, and still no reason
             # to block the partition behind this record.

@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 
 from shared.admin import provisioned
 from shared.auth import Role, issue_credential
-from shared.events import UndecodableEvent, decode_event
+from shared.events import NotReadableYet, UndecodableEvent, decode_event
 from shared.settings import CommonSettings
 from tests.harness import Infra, environment, infrastructure
 
@@ -110,7 +110,7 @@ class TopicWatcher:
             # Poison and fuzz records from other tests share the topics: only events count.
             try:
                 decode_event(record.value or b"")
-            except UndecodableEvent:
+            except (UndecodableEvent, NotReadableYet):
                 continue
             event = json.loads(record.value or b"")
             if ticket_id is None or event["ticket_id"] == ticket_id:

@@ -69,7 +69,7 @@ async def test_an_event_reaches_its_handler() -> None:
     ("payload", "reason"),
     [
         (b"\x00garbage", "not JSON"),
-        (json.dumps({"type": "ticket.submitted", "schema_version": 9}).encode(), "schema version"),
+        (json.dumps({"type": "ticket.exploded", "schema_version": 1}).encode(), "event type"),
         (json.dumps({"type": "ticket.submitted", "schema_version": 1}).encode(), "invalid"),
     ],
 )
@@ -115,6 +115,29 @@ async def test_an_event_that_must_wait_is_put_back_not_dead_lettered_nor_retried
     harness = Harness(handler_failures=1, failure=kafka.NotYet)
     async with TestKafkaBroker(harness.broker) as broker:
         await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
+
+    assert nacked == [True]
+    assert harness.dead == []
+    assert harness.handled == []
+
+
+async def test_a_newer_schema_version_waits_for_an_upgrade_and_is_never_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kafka, "DEFER_SECONDS", 0.0)
+    nacked: list[bool] = []
+    original = StreamMessage.nack
+
+    async def recording_nack(self: StreamMessage[Any]) -> None:
+        nacked.append(True)
+        await original(self)
+
+    monkeypatch.setattr(StreamMessage, "nack", recording_nack)
+    document = json.loads(submitted().to_json())
+    document["schema_version"] = 2
+    harness = Harness()
+    async with TestKafkaBroker(harness.broker) as broker:
+        await broker.publish(json.dumps(document).encode(), SETTINGS.topics.tickets)
 
     assert nacked == [True]
     assert harness.dead == []
