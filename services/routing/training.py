@@ -52,7 +52,7 @@ class Settings:
     term_weight: float = 1.0
     entry_weight: float = 1.0
     ticket_weight: float = 1.0
-    folds: int = 5
+    folds: int = 3
 
 
 def profile_examples(knowledge: Knowledge, settings: Settings) -> list[Example]:
@@ -69,44 +69,35 @@ def train(
     version: str,
     settings: Settings = Settings(),
 ) -> Ranker:
-    """A ranker from the profiles and the labelled tickets, its temperature fitted on them."""
+    """A ranker from the profiles and the labelled tickets, its temperature fitted on them.
+
+    Every example is read into features once, and the matrix built once: the final fit and
+    the folds of the calibration take rows of it."""
     terms = TermFinder(knowledge)
     departments = tuple(sorted(knowledge.departments()))
     profile = profile_examples(knowledge, settings)
     weighted = [Example(t.text, t.department, t.weight * settings.ticket_weight) for t in tickets]
-    fitted = _fit(profile + weighted, departments, terms, settings)
-    temperature = _temperature(profile, weighted, departments, terms, settings)
+    examples = profile + weighted
+    documents = [text_features(example.text, terms) for example in examples]
+    vocabulary, idf = _vocabulary(documents)
+    matrix = _matrix(documents, vocabulary, idf)
+    column = {code: i for i, code in enumerate(departments)}
+    labels = np.array([column[example.department] for example in examples])
+    sample_weights = np.array([example.weight for example in examples])
+    rows = np.arange(len(examples))
+    weights, bias = _fit(matrix, labels, sample_weights, rows, len(departments), settings)
+    ticket_rows = rows[len(profile) :]
+    temperature = _temperature(
+        matrix, labels, sample_weights, ticket_rows, len(departments), settings
+    )
     return ranker_from_arrays(
-        version,
-        departments,
-        fitted.vocabulary,
-        fitted.idf,
-        fitted.weights,
-        fitted.bias,
-        temperature,
-        knowledge,
+        version, departments, vocabulary, idf, weights, bias, temperature, knowledge
     )
 
 
-@dataclass(frozen=True)
-class _Fitted:
-    vocabulary: dict[str, int]
-    idf: npt.NDArray[np.float32]
-    weights: npt.NDArray[np.float32]
-    bias: npt.NDArray[np.float32]
-
-    def logits(self, documents: list[list[str]]) -> npt.NDArray[np.float64]:
-        matrix = _matrix(documents, self.vocabulary, self.idf)
-        return np.asarray(matrix @ self.weights + self.bias, np.float64)
-
-
-def _fit(
-    examples: Sequence[Example],
-    departments: tuple[str, ...],
-    terms: TermFinder,
-    settings: Settings,
-) -> _Fitted:
-    documents = [text_features(example.text, terms) for example in examples]
+def _vocabulary(
+    documents: list[list[str]],
+) -> tuple[dict[str, int], npt.NDArray[np.float32]]:
     vocabulary: dict[str, int] = {}
     document_frequency: Counter[str] = Counter()
     for document in documents:
@@ -117,23 +108,33 @@ def _fit(
     idf = np.zeros(len(vocabulary), np.float32)
     for name, index in vocabulary.items():
         idf[index] = math.log((1 + total) / (1 + document_frequency[name])) + 1.0
-    matrix = _matrix(documents, vocabulary, idf)
-    column = {code: i for i, code in enumerate(departments)}
-    labels = np.array([column[example.department] for example in examples])
+    return vocabulary, idf
+
+
+def _fit(
+    matrix: csr_matrix,
+    labels: npt.NDArray[np.int_],
+    sample_weights: npt.NDArray[np.float64],
+    rows: npt.NDArray[np.int_],
+    departments: int,
+    settings: Settings,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """One weight per feature and department, and a bias per department, from the given rows."""
     model = LinearSVC(C=settings.regularisation, random_state=0)
-    model.fit(matrix, labels, sample_weight=np.array([e.weight for e in examples]))
+    model.fit(matrix[rows], labels[rows], sample_weight=sample_weights[rows])
     # A department absent from the examples would leave a column out: put it back as never.
-    weights = np.zeros((len(vocabulary), len(departments)), np.float32)
-    bias = np.full(len(departments), -30.0, np.float32)
+    weights = np.zeros((matrix.shape[1], departments), np.float32)
+    bias = np.full(departments, -30.0, np.float32)
     for place, label in enumerate(model.classes_):
         weights[:, label] = model.coef_[place]
         bias[label] = model.intercept_[place]
-    return _Fitted(vocabulary, idf, weights, bias)
+    return weights, bias
 
 
 def _matrix(
     documents: list[list[str]], vocabulary: dict[str, int], idf: npt.NDArray[np.float32]
 ) -> csr_matrix:
+    """Sublinear tf-idf, L2-normalised per document: the ranker's `vectorise`, for many."""
     rows, columns, values = [], [], []
     for row, document in enumerate(documents):
         counts = Counter(vocabulary[n] for n in document if n in vocabulary)
@@ -152,33 +153,35 @@ def _matrix(
 
 
 def _temperature(
-    profile: list[Example],
-    tickets: list[Example],
-    departments: tuple[str, ...],
-    terms: TermFinder,
+    matrix: csr_matrix,
+    labels: npt.NDArray[np.int_],
+    sample_weights: npt.NDArray[np.float64],
+    ticket_rows: npt.NDArray[np.int_],
+    departments: int,
     settings: Settings,
 ) -> float:
-    """The softmax temperature that makes out-of-fold ticket predictions best calibrated."""
-    if len(tickets) < settings.folds * 2:
+    """The softmax temperature that makes out-of-fold ticket predictions best calibrated: each
+    fold's tickets scored by a model fitted on the profiles and the other folds' tickets."""
+    if len(ticket_rows) < settings.folds * 2:
         return 1.0
-    column = {code: i for i, code in enumerate(departments)}
     # A fixed shuffle, so that the same examples always give the same model.
-    order = sorted(range(len(tickets)), key=lambda i: zlib.crc32(f"{i}:{tickets[i].text}".encode()))
-    logits: list[npt.NDArray[np.float64]] = []
-    labels: list[int] = []
+    order = ticket_rows[np.argsort([zlib.crc32(str(row).encode()) for row in ticket_rows])]
+    profile_rows = np.arange(ticket_rows[0]) if len(ticket_rows) else np.arange(0)
+    scores: list[npt.NDArray[np.float64]] = []
+    truth: list[npt.NDArray[np.int_]] = []
     for fold in range(settings.folds):
-        held = [tickets[i] for n, i in enumerate(order) if n % settings.folds == fold]
-        kept = [tickets[i] for n, i in enumerate(order) if n % settings.folds != fold]
-        fitted = _fit(profile + kept, departments, terms, settings)
-        logits.append(fitted.logits([text_features(t.text, terms) for t in held]))
-        labels += [column[t.department] for t in held]
-    stacked, truth = np.vstack(logits), np.array(labels)
+        held = order[fold :: settings.folds]
+        kept = np.concatenate([profile_rows, np.setdiff1d(order, held)])
+        weights, bias = _fit(matrix, labels, sample_weights, kept, departments, settings)
+        scores.append(np.asarray(matrix[held] @ weights + bias, np.float64))
+        truth.append(labels[held])
+    stacked, answers = np.vstack(scores), np.concatenate(truth)
 
     def loss(temperature: float) -> float:
         scaled = stacked / temperature
         scaled -= scaled.max(axis=1, keepdims=True)
         log_probabilities = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
-        return float(-log_probabilities[np.arange(len(truth)), truth].mean())
+        return float(-log_probabilities[np.arange(len(answers)), answers].mean())
 
     found = minimize_scalar(loss, bounds=(0.05, 20.0), method="bounded")
     return float(found.x)
