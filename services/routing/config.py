@@ -34,6 +34,11 @@ class RoutingSettings(ServiceSettings):
         description="Retrain on this schedule when new corrections came; 0: only on request "
         "(`parkdesk routing retrain`).",
     )
+    model_check_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How often routing looks for a newer model another replica stored.",
+    )
     retrain_tolerance: float = Field(
         default=0.0,
         ge=0.0,

@@ -54,7 +54,10 @@ def create(settings: RoutingSettings) -> FastAPI:
         await store.ensure_indexes()
         await routers.start()  # a model before the first ticket is consumed
 
-    background = [partial(policies.watch, settings.policy_check_seconds)]
+    background = [
+        partial(policies.watch, settings.policy_check_seconds),
+        partial(routers.follow, settings.model_check_seconds),
+    ]
     if settings.retrain_every_seconds:
         background.append(partial(routers.retrain_every, settings.retrain_every_seconds))
     app = service.wired_app(

@@ -151,6 +151,13 @@ class RoutingStore:
             },
         )
 
+    async def latest_model_version(self) -> str | None:
+        """The newest model's version, without its blob: cheap enough to ask every few seconds."""
+        cursor = self._models.find({}, {"_id": 1}).sort("trained_at", -1).limit(1)
+        async for row in cursor:
+            return str(row["_id"])
+        return None
+
     async def latest_model(self) -> StoredModel | None:
         cursor = self._models.find({}).sort("trained_at", -1).limit(1)
         async for row in cursor:

@@ -35,6 +35,8 @@ class Routing:
     intake: ServiceProcess
     routing: ServiceProcess
     policy_file: Path
+    env: dict[str, str]
+    logs: Path
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,10 @@ def running(
         **service_env,
         "PARKDESK_POLICY_FILE": str(policy_file),
         "PARKDESK_POLICY_CHECK_SECONDS": "0.2",
+        "PARKDESK_MODEL_CHECK_SECONDS": "0.2",
     }
     with running_services(["intake", "routing"], env, logs) as found:
-        yield Routing(found["intake"], found["routing"], policy_file)
+        yield Routing(found["intake"], found["routing"], policy_file, env, logs)
 
 
 async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
@@ -125,6 +128,20 @@ async def test_the_labelled_set_is_routed_as_labelled_through_the_pipeline(
         assert event["runner_up"]["department"] != event["department"]
     assert any(event["rule_id"] for event in decisions.values())
     assert any(event["rule_id"] is None for event in decisions.values())
+
+
+async def test_the_first_model_of_a_store_is_the_one_cached_for_its_examples(
+    running: Routing, http: httpx.AsyncClient, credential: Callable[[Role, str], dict[str, str]]
+) -> None:
+    answer = await http.get(
+        f"{running.routing.url}/v1/routing/model", headers=credential(Role.ADMIN, "root")
+    )
+    model = answer.json()
+
+    cached = [np.load(path)["meta"].tobytes().decode() for path in MODEL_CACHE.glob("*.npz")]
+    assert any(json.loads(meta)["version"] == model["version"] for meta in cached)
+    assert model["corrections"] == 0
+    assert model["labelled_accuracy"] >= 0.95
 
 
 async def test_dry_run_explains_without_creating_anything(
@@ -294,6 +311,37 @@ async def test_transfers_move_the_ticket_refuse_bad_targets_and_are_counted(
     assert after.get(decided_by, 0) == before.get(decided_by, 0) + 1
 
 
+async def test_every_replica_routes_with_the_model_a_retrain_accepted(
+    running: Routing, http: httpx.AsyncClient, credential: Callable[[Role, str], dict[str, str]]
+) -> None:
+    admin = credential(Role.ADMIN, "root")
+    second = ServiceProcess("routing", running.env, running.logs)
+    second.start()
+    try:
+        second.wait_ready()
+
+        async def model_of(replica: ServiceProcess) -> str:
+            answer = await http.get(f"{replica.url}/v1/routing/model", headers=admin)
+            version: str = answer.json()["version"]
+            return version
+
+        before = await model_of(second)
+        retrained = await http.post(
+            f"{running.routing.url}/v1/routing/retrain", headers=admin, timeout=300
+        )
+        assert retrained.status_code == 200, retrained.text
+        assert retrained.json()["accepted"], retrained.text
+        version = retrained.json()["in_force"]
+        assert before != version
+        for _ in range(300):
+            if await model_of(second) == version:
+                break
+            await asyncio.sleep(0.1)
+        assert await model_of(second) == version == await model_of(running.routing)
+    finally:
+        second.stop()
+
+
 async def route(
     running: Routing,
     http: httpx.AsyncClient,
@@ -367,9 +415,6 @@ async def test_transfers_teach_a_retrained_model_and_a_worse_one_is_refused(
     assert all(event["department"] != learnt for event in first)
     status = (await http.get(f"{base}/model", headers=admin)).json()
     model_before = status["version"]
-    # The first model of this store came from, or went into, the cache of models trained at start.
-    cached = [np.load(path)["meta"].tobytes().decode() for path in MODEL_CACHE.glob("*.npz")]
-    assert any(json.loads(meta)["version"] == model_before for meta in cached)
     assert {e["model_version"] for e in first} == {model_before}
 
     await transfer_all(settings, first, learnt)
