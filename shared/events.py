@@ -11,6 +11,7 @@ client's mistake, answered with 422.
 """
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
 )
 
 TicketId = Annotated[str, StringConstraints(pattern=r"^T-[0-9A-Z]{26}$")]
@@ -61,8 +63,23 @@ class Priority(StrEnum):
     """Production stopped, people stranded: SLA policies may set shorter targets."""
 
 
+_UNSAFE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+"""NUL and the other control characters but tab and line breaks, and unpaired surrogates (a
+JSON `\\ud800` escape): nothing a person types, and a surrogate cannot even be encoded."""
+
+
+def refuse_unsafe_text(value: Any) -> Any:
+    """For a model's `field_validator("*")`: a text field with unsafe characters is refused,
+    by field, without quoting it."""
+    if isinstance(value, str) and _UNSAFE_TEXT.search(value):
+        raise ValueError("contains a control character or an unpaired surrogate")
+    return value
+
+
 class Contract(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    _safe_text = field_validator("*", mode="after")(refuse_unsafe_text)
 
 
 class Enterprise(Contract):

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from pymongo import AsyncMongoClient
@@ -79,6 +80,21 @@ async def _too_large(send: Send, max_bytes: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field and what is wrong with it, never quoting what was sent: it may be a
+    phone number or an e-mail address, and an unpaired surrogate could not even be encoded."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(
+        {
+            "detail": [
+                {"loc": list(error["loc"]), "msg": error["msg"], "type": error["type"]}
+                for error in exc.errors()
+            ]
+        },
+        status_code=422,
+    )
+
+
 async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     # Refuse what cannot be kept rather than accept it and lose it.
     logging.getLogger("parkdesk.http").warning("store unavailable: %r", exc)
@@ -138,6 +154,7 @@ def create_app(
     app.add_middleware(HttpMetrics)
     app.add_middleware(CorrelationIds)
     app.add_exception_handler(ConnectionFailure, _store_unavailable)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     metrics_token = settings.metrics_token
 
     @app.get("/health", tags=["operations"], summary="The process is alive")

@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, status
 from faststream.kafka import KafkaBroker
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from services.intake.domain import (
     DEPARTMENT_ACTIONS,
@@ -56,6 +56,7 @@ from shared.events import (
     TicketReopened,
     TicketResolved,
     TicketTransferred,
+    refuse_unsafe_text,
 )
 from shared.kafka import Source
 from shared.logs import CORRELATION_ID, correlation_id_from
@@ -66,6 +67,8 @@ log = logging.getLogger("parkdesk.intake")
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    _safe_text = field_validator("*", mode="after")(refuse_unsafe_text)
 
 
 class AcknowledgeBody(Body):

@@ -369,9 +369,28 @@ async def test_bad_input_gets_a_clear_4xx(
     frontend = credential(Role.FRONTEND, "park-portal")
     body = ticket_body("s", "d")
     body["contact"]["email"] = "not-an-email"
+    body["contact"]["phone"] = "+86 138 1234 5678 x"
     invalid = await submit(http, suite.intake, frontend, body)
     assert invalid.status_code == 422
     assert ["body", "contact", "email"] in [e["loc"] for e in invalid.json()["detail"]]
+    # What was sent is never quoted back: it may be personal data.
+    assert "not-an-email" not in invalid.text
+    assert "1234 5678" not in invalid.text
+
+    # A lone surrogate escape (it cannot even be encoded) and a NUL: 422 naming the field.
+    for bad in (r'"\ud800 电费"', r'"停电\u0000"'):
+        raw = json.dumps(ticket_body("SUBJECT", "d")).replace('"SUBJECT"', bad, 1)
+        refused = await http.post(
+            f"{suite.intake.url}/v1/tickets",
+            content=raw.encode(),
+            headers={
+                **frontend,
+                "Idempotency-Key": uuid.uuid4().hex,
+                "Content-Type": "application/json",
+            },
+        )
+        assert refused.status_code == 422, (bad, refused.text)
+        assert ["body", "subject"] in [e["loc"] for e in refused.json()["detail"]]
 
     extra = await submit(http, suite.intake, frontend, {**ticket_body("s", "d"), "priority": "vip"})
     assert extra.status_code == 422

@@ -162,3 +162,25 @@ def test_registry_knows_every_event_type() -> None:
 def test_times_stay_timezone_aware() -> None:
     ticket = sample_ticket(submitted_at=datetime(2026, 3, 1, 8, tzinfo=UTC))
     assert ticket.resolution_due_at - ticket.submitted_at == timedelta(hours=24)
+
+
+@pytest.mark.parametrize(
+    ("text", "safe"),
+    [
+        ("停电\n第二行\t缩进", True),
+        ("bad\x00byte", False),
+        ("bell\x07", False),
+        ("lone \ud800 surrogate", False),
+    ],
+)
+def test_text_with_control_characters_or_lone_surrogates_is_refused(text: str, safe: bool) -> None:
+    body = submitted().ticket.model_dump(
+        mode="python", exclude={"ticket_id", "submitted_at", "resolution_due_at"}
+    )
+
+    if safe:
+        assert TicketContent.model_validate({**body, "description": text}).description == text
+    else:
+        with pytest.raises(ValidationError) as refused:
+            TicketContent.model_validate({**body, "description": text})
+        assert refused.value.errors()[0]["loc"] == ("description",)
