@@ -170,29 +170,35 @@ class RouterHolder:
         while True:
             await asyncio.sleep(seconds)
             known = self.model.corrections if self.model else 0
-            if await self._store.count_corrections() > known:
-                try:
+            try:
+                if await self._store.count_corrections() > known:
                     await self.retrain()
-                except (RetrainRunning, TrainingFailed, ModelError) as error:
-                    log.warning("scheduled retrain skipped: %s", error)
+            except Exception as error:  # the schedule goes on after any failure
+                log.warning("scheduled retrain skipped: %r", error)
 
     async def follow(self, every_seconds: float) -> None:
         """Adopts a newer model another replica trained and stored: every replica routes with
         the model a retrain accepted, whichever replica the request reached."""
         while True:
             await asyncio.sleep(every_seconds)
-            newest = await self._store.latest_model_version()
-            if newest is None or (self.model is not None and newest == self.model.version):
-                continue
-            stored = await self._store.latest_model()
-            # Never back to an older one: a retrain here may have swapped a newer one in since.
-            if stored is None or (self.model and stored.trained_at <= self.model.trained_at):
-                continue
             try:
-                self._use(load_ranker(stored.blob, self._knowledge), stored)
-                log.info("model %s adopted from the store", stored.version)
-            except ModelError as error:
-                log.warning("stored model %s not adopted: %s", stored.version, error)
+                await self._adopt_newer()
+            except Exception as error:  # a store outage must not end the watch
+                log.warning("could not look for a newer model: %r", error)
+
+    async def _adopt_newer(self) -> None:
+        newest = await self._store.latest_model_version()
+        if newest is None or (self.model is not None and newest == self.model.version):
+            return
+        stored = await self._store.latest_model()
+        # Never back to an older one: a retrain here may have swapped a newer one in since.
+        if stored is None or (self.model and stored.trained_at <= self.model.trained_at):
+            return
+        try:
+            self._use(load_ranker(stored.blob, self._knowledge), stored)
+            log.info("model %s adopted from the store", stored.version)
+        except ModelError as error:
+            log.warning("stored model %s not adopted: %s", stored.version, error)
 
     def _use(self, ranker: Ranker, stored: StoredModel) -> None:
         self._ranker, self._router, self.model = ranker, None, stored

@@ -1,16 +1,22 @@
 """The ranker and the router on a small hand-made knowledge: trained in a second, no I/O."""
 
+import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
+from pymongo.errors import ConnectionFailure
 
 from services.routing.domain import parse_policy
 from services.routing.features import features
 from services.routing.knowledge import ROUTABLE, Knowledge, load_knowledge
 from services.routing.learning import Correction, latest_per_ticket, training_rows
+from services.routing.models import RouterHolder
 from services.routing.ranker import ModelError, dump_ranker, load_ranker
+from services.routing.reloader import PolicyHolder
 from services.routing.router import Router, measured_rule_confidence
+from services.routing.store import StoredModel
 from services.routing.training import Example, train
 from shared.departments import TRIAGE
 from tests.unit.samples import sample_content
@@ -208,3 +214,56 @@ def test_the_department_that_kept_a_ticket_is_its_label() -> None:
     rows = training_rows([], corrections)
     assert [row["department"] for row in rows] == ["tj-market", "tj-police"]
     assert all(row["weight"] == 2.0 for row in rows)
+
+
+class FlakyModelStore:
+    """The two reads `RouterHolder.follow` makes, failing first as a store outage would."""
+
+    def __init__(self, model: StoredModel, outages: int) -> None:
+        self.model, self.outages, self.asked = model, outages, 0
+
+    async def latest_model_version(self) -> str:
+        self.asked += 1
+        if self.outages:
+            self.outages -= 1
+            raise ConnectionFailure("store away")
+        return self.model.version
+
+    async def latest_model(self) -> StoredModel:
+        return self.model
+
+
+async def test_replicas_follow_a_newer_stored_model_through_a_store_outage(
+    knowledge: Knowledge, router: Router, tmp_path: Path
+) -> None:
+    policy_file = tmp_path / "policy.toml"
+    policy_file.write_text(POLICY, encoding="utf-8")
+    newer = train(knowledge, TICKETS, "newer")
+    stored = StoredModel(
+        version="newer",
+        trained_at=datetime(2026, 12, 2, tzinfo=UTC),
+        knowledge=knowledge.digest,
+        corrections=3,
+        labelled_accuracy=1.0,
+        blob=dump_ranker(newer, knowledge.digest),
+    )
+    store = FlakyModelStore(stored, outages=2)
+    holder = RouterHolder(
+        PolicyHolder(policy_file),
+        knowledge,
+        [],
+        store,  # type: ignore[arg-type]
+        0.5,
+        lambda: datetime(2026, 12, 2, tzinfo=UTC),
+    )
+
+    follower = asyncio.create_task(holder.follow(0.001))
+    for _ in range(1000):
+        if holder.model is not None:
+            break
+        await asyncio.sleep(0.001)
+    follower.cancel()
+
+    assert store.asked >= 3
+    assert holder.model is not None
+    assert holder.router.model_version == "newer"
