@@ -322,6 +322,9 @@ def retrain(
     if as_json:
         out.print_json(json.dumps(found))
         return
+    if not found["trained"]:
+        out.print(f"{found['reason']}: {found['in_force']} stays in force")
+        return
     verdict = "[green]accepted[/green]" if found["accepted"] else "[red]refused[/red]"
     out.print(
         f"model {found['version']} {verdict}: {found['labelled_accuracy']:.1%} on the labelled "

@@ -9,6 +9,7 @@ gate a new model must pass before it routes anything.
 Pure: reads the shipped labelled files and nothing else.
 """
 
+import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,14 @@ def read_labelled(path: Path) -> list[Labelled]:
 
 def shipped_labelled() -> list[Labelled]:
     return [item for path in LABELLED_FILES for item in read_labelled(path)]
+
+
+def shipped_labelled_digest() -> str:
+    """Changes whenever a shipped labelled file does: a model trained on others is stale."""
+    digest = hashlib.sha256()
+    for path in LABELLED_FILES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
 
 
 def latest_per_ticket(corrections: Iterable[Correction]) -> list[Correction]:

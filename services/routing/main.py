@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from services.routing.config import RoutingSettings
 from services.routing.handlers import EventHandlers, routes
 from services.routing.knowledge import load_knowledge
-from services.routing.learning import shipped_labelled
+from services.routing.learning import shipped_labelled, shipped_labelled_digest
 from services.routing.models import RouterHolder
 from services.routing.reloader import PolicyHolder
 from services.routing.store import RoutingStore
@@ -34,6 +34,7 @@ def create(settings: RoutingSettings) -> FastAPI:
         policies,
         knowledge,
         shipped_labelled(),
+        shipped_labelled_digest(),
         store,
         settings.triage_threshold,
         utc_now,

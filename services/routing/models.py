@@ -42,8 +42,11 @@ class RetrainOutcome(BaseModel):
     """What a retrain did: the answer of `POST /v1/routing/retrain`."""
 
     accepted: bool
+    trained: bool
+    """False when there was nothing new to learn: no correction since the model in force, and
+    the same profiles and labelled tickets."""
     version: str
-    """The model trained now."""
+    """The model trained now (the one in force, when nothing was trained)."""
     in_force: str
     """The model that routes from now on: the new one if accepted, the old one if not."""
     corrections: int
@@ -58,6 +61,7 @@ class RouterHolder:
         policies: PolicyHolder,
         knowledge: Knowledge,
         labelled: list[Labelled],
+        labelled_digest: str,
         store: RoutingStore,
         threshold: float,
         now: Callable[[], datetime],
@@ -67,6 +71,7 @@ class RouterHolder:
         self._policies = policies
         self._knowledge = knowledge
         self._labelled = labelled
+        self._labelled_digest = labelled_digest
         self._store = store
         self._threshold = threshold
         self._now = now
@@ -92,7 +97,9 @@ class RouterHolder:
 
     async def start(self) -> None:
         stored = await self._store.latest_model()
-        if stored is not None:
+        if stored is not None and stored.labelled != self._labelled_digest:
+            log.info("stored model %s was trained on other labelled tickets", stored.version)
+        elif stored is not None:
             try:
                 self._use(load_ranker(stored.blob, self._knowledge), stored)
                 log.info("model %s loaded (%d corrections)", stored.version, stored.corrections)
@@ -103,12 +110,25 @@ class RouterHolder:
         log.info("model %s in force at start", outcome.in_force)
 
     async def retrain(self, first: bool = False) -> RetrainOutcome:
-        """Trains a model on everything known now. The first model of a store is not gated (there
-        is nothing to compare with) and may come from the cache of models trained on the very
-        same examples; a retrain always trains."""
+        """Trains a model on everything known now, unless nothing is new since the model in
+        force (training is deterministic: it would be the same model). The first model of a
+        store is not gated (there is nothing to compare with) and may come from the cache of
+        models trained on the very same examples."""
         if self._lock.locked():
             raise RetrainRunning("a retrain is under way")
         async with self._lock:
+            if not first and await self._nothing_new():
+                assert self.model is not None
+                return RetrainOutcome(
+                    accepted=False,
+                    trained=False,
+                    version=self.model.version,
+                    in_force=self.model.version,
+                    corrections=self.model.corrections,
+                    labelled_accuracy=self.model.labelled_accuracy,
+                    previous_accuracy=self.model.labelled_accuracy,
+                    reason=f"nothing new to learn since {self.model.version}",
+                )
             corrections = await self._store.corrections()
             trained_at = self._now()
             stamp = f"{trained_at:%Y%m%dT%H%M%S.%f}"[:-3]
@@ -132,6 +152,7 @@ class RouterHolder:
                 log.warning("model %s %s", version, reason)
                 return RetrainOutcome(
                     accepted=False,
+                    trained=True,
                     version=version,
                     in_force=self.router.model_version,
                     corrections=len(corrections),
@@ -143,6 +164,7 @@ class RouterHolder:
                 version=version,
                 trained_at=trained_at,
                 knowledge=self._knowledge.digest,
+                labelled=self._labelled_digest,
                 corrections=len(corrections),
                 labelled_accuracy=round(new_accuracy, 4),
                 blob=blob,
@@ -157,6 +179,7 @@ class RouterHolder:
             )
             return RetrainOutcome(
                 accepted=True,
+                trained=True,
                 version=version,
                 in_force=version,
                 corrections=len(corrections),
@@ -164,6 +187,15 @@ class RouterHolder:
                 previous_accuracy=round(previous, 4),
                 reason="accepted",
             )
+
+    async def _nothing_new(self) -> bool:
+        model = self.model
+        return (
+            model is not None
+            and model.knowledge == self._knowledge.digest
+            and model.labelled == self._labelled_digest
+            and await self._store.count_corrections() == model.corrections
+        )
 
     async def retrain_every(self, seconds: float) -> None:
         """The optional schedule: retrain when new corrections came since the model in force."""

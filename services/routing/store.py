@@ -37,6 +37,8 @@ class StoredModel:
     trained_at: datetime
     knowledge: str
     """The digest of the profiles it was trained on."""
+    labelled: str
+    """The digest of the shipped labelled tickets it was trained on."""
     corrections: int
     labelled_accuracy: float
     blob: bytes
@@ -145,6 +147,7 @@ class RoutingStore:
                 "_id": model.version,
                 "trained_at": model.trained_at,
                 "knowledge": model.knowledge,
+                "labelled": model.labelled,
                 "corrections": model.corrections,
                 "labelled_accuracy": model.labelled_accuracy,
                 "blob": model.blob,
@@ -165,6 +168,7 @@ class RoutingStore:
                 version=row["_id"],
                 trained_at=row["trained_at"],
                 knowledge=row["knowledge"],
+                labelled=row.get("labelled", ""),
                 corrections=row["corrections"],
                 labelled_accuracy=row["labelled_accuracy"],
                 blob=bytes(row["blob"]),

@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -200,16 +201,50 @@ async def test_credentials_issued_work_and_revoked_stop_working(
 async def test_routing_retrain_and_model_from_the_command_line(
     suite: dict[str, ServiceProcess],
     service_env: dict[str, str],
+    http: httpx.AsyncClient,
     credential: Callable[[Role, str], dict[str, str]],
 ) -> None:
     env = {**service_env, "PARKDESK_ROUTING_URL": suite["routing"].url}
     admin = bearer(credential(Role.ADMIN, "root"))
-
     before = parkdesk(env, "routing", "model", token=admin)
+    assert before.returncode == 0, before.stderr
+    if json.loads(before.stdout)["corrections_stored"] == json.loads(before.stdout)["corrections"]:
+        idle = await asyncio.to_thread(parkdesk, env, "routing", "retrain", token=admin)
+        assert idle.returncode == 0, idle.stderr
+        assert "nothing new to learn" in idle.stdout
+    # A department hands a ticket on: a correction, and then something to learn.
+    intake = suite["intake"].url
+    frontend = credential(Role.FRONTEND, "cli")
+    answer = await http.post(
+        f"{intake}/v1/tickets",
+        json=ticket_body("停电", "园区B座从早上开始停电"),
+        headers={**frontend, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    ticket_id = answer.json()["ticket_id"]
+    for _ in range(300):
+        view = await http.get(f"{intake}/v1/tickets/{ticket_id}", headers=frontend)
+        if view.status_code == 200 and view.json()["department"]:
+            break
+        await asyncio.sleep(0.1)
+    department = view.json()["department"]
+    moved = await http.post(
+        f"{intake}/v1/tickets/{ticket_id}/transfer",
+        json={
+            "to_department": "park-property" if department != "park-property" else "tj-utilities",
+            "reason": "the park's own building",
+        },
+        headers=credential(Role.DEPARTMENT, department),
+    )
+    assert moved.status_code == 202, moved.text
+    for _ in range(300):
+        waiting = json.loads(parkdesk(env, "routing", "model", token=admin).stdout)
+        if waiting["corrections_stored"] > waiting["corrections"]:
+            break
+        await asyncio.sleep(0.1)
+
     retrained = await asyncio.to_thread(parkdesk, env, "routing", "retrain", token=admin)
     after = parkdesk(env, "routing", "model", token=admin)
 
-    assert before.returncode == 0, before.stderr
     assert retrained.returncode == 0, retrained.stderr
     assert "accepted" in retrained.stdout
     assert json.loads(after.stdout)["version"] != json.loads(before.stdout)["version"]

@@ -243,6 +243,7 @@ async def test_replicas_follow_a_newer_stored_model_through_a_store_outage(
         version="newer",
         trained_at=datetime(2026, 12, 2, tzinfo=UTC),
         knowledge=knowledge.digest,
+        labelled="labelled",
         corrections=3,
         labelled_accuracy=1.0,
         blob=dump_ranker(newer, knowledge.digest),
@@ -252,6 +253,7 @@ async def test_replicas_follow_a_newer_stored_model_through_a_store_outage(
         PolicyHolder(policy_file),
         knowledge,
         [],
+        "labelled",
         store,  # type: ignore[arg-type]
         0.5,
         lambda: datetime(2026, 12, 2, tzinfo=UTC),
