@@ -98,20 +98,26 @@ async def test_a_handler_that_keeps_failing_is_dead_lettered_after_its_attempts(
     assert harness.handled == []
 
 
-async def test_an_event_that_must_wait_is_put_back_not_dead_lettered_nor_retried_in_place(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    # On real Kafka the nack seeks back and the record comes again after the consumer's other
-    # partitions (tests/chaos shows it); the in-memory broker does not redeliver.
+@pytest.fixture
+def nacked(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Each record put back. On real Kafka the nack seeks back and the record comes again after
+    the consumer's other partitions (tests/chaos shows it); the in-memory broker does not
+    redeliver."""
     monkeypatch.setattr(kafka, "DEFER_SECONDS", 0.0)
-    nacked: list[bool] = []
+    found: list[bool] = []
     original = StreamMessage.nack
 
     async def recording_nack(self: StreamMessage[Any]) -> None:
-        nacked.append(True)
+        found.append(True)
         await original(self)
 
     monkeypatch.setattr(StreamMessage, "nack", recording_nack)
+    return found
+
+
+async def test_an_event_that_must_wait_is_put_back_not_dead_lettered_nor_retried_in_place(
+    nacked: list[bool],
+) -> None:
     harness = Harness(handler_failures=1, failure=kafka.NotYet)
     async with TestKafkaBroker(harness.broker) as broker:
         await broker.publish(submitted().to_json(), SETTINGS.topics.tickets)
@@ -122,17 +128,8 @@ async def test_an_event_that_must_wait_is_put_back_not_dead_lettered_nor_retried
 
 
 async def test_a_newer_schema_version_waits_for_an_upgrade_and_is_never_dead_lettered(
-    monkeypatch: pytest.MonkeyPatch,
+    nacked: list[bool],
 ) -> None:
-    monkeypatch.setattr(kafka, "DEFER_SECONDS", 0.0)
-    nacked: list[bool] = []
-    original = StreamMessage.nack
-
-    async def recording_nack(self: StreamMessage[Any]) -> None:
-        nacked.append(True)
-        await original(self)
-
-    monkeypatch.setattr(StreamMessage, "nack", recording_nack)
     document = json.loads(submitted().to_json())
     document["schema_version"] = 2
     harness = Harness()
