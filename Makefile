@@ -9,7 +9,7 @@ UV_VERSION := 0.13.8
 INFRA := deploy/local/infra.sh
 
 .PHONY: help run test infra infra-down infra-status check lint typecheck unit integration fmt lock clean \
-	routing-eval routing-learning bench deploy-tools deploy-check browser chaos
+	routing-eval routing-learning release-schemas bench deploy-tools deploy-check browser chaos
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -76,6 +76,9 @@ bench: infra ## benchmarks: print the figures and write them to bench/results/ (
 	@$(BIN)/python -m bench.sla
 	@$(BIN)/python -m bench.notify
 	@$(BIN)/python -m bench.e2e
+
+release-schemas: venv ## record the event schemas of a release: later changes must stay readable across an upgrade
+	@$(BIN)/python -m shared.compatibility release
 
 routing-learning: infra ## routing's learning curve: corrections fed as transfers through the running suite
 	@$(BIN)/python -m bench.routing_learning

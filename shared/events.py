@@ -154,8 +154,8 @@ class RunnerUp(Contract):
     """The best choice of another department: what routing would have done otherwise."""
 
     department: DepartmentCode
-    rule_id: str | None = None
-    """The rule that chose it; None when the ranker did."""
+    rule_id: str
+    """The rule that chose it, or `model:<version>` when the ranker did."""
     matched_terms: tuple[str, ...]
     confidence: Confidence | None = None
 

@@ -48,7 +48,7 @@ class Router:
             return replace(
                 ruled,
                 confidence=self.rule_confidence.get(ruled.rule_id, _prior()),
-                runner_up=_runner_up(other),
+                runner_up=_runner_up(other, self.model_version),
                 candidates=candidates,
                 model_version=self.model_version,
             )
@@ -62,7 +62,7 @@ class Router:
                 ),
                 rule_id=None,
                 matched_terms=(),
-                runner_up=_runner_up(best),
+                runner_up=_runner_up(best, self.model_version),
                 policy_version=self.policy.version,
                 confidence=_probability(ranked, TRIAGE),
                 candidates=candidates,
@@ -75,7 +75,7 @@ class Router:
             f"runner-up {_scored(second)}",
             rule_id=None,
             matched_terms=best.terms,
-            runner_up=_runner_up(second),
+            runner_up=_runner_up(second, self.model_version),
             policy_version=self.policy.version,
             confidence=round(best.probability, 4),
             candidates=candidates,
@@ -114,9 +114,10 @@ def _candidate(scored: Scored) -> Candidate:
     )
 
 
-def _runner_up(scored: Scored) -> RunnerUp:
+def _runner_up(scored: Scored, model_version: str) -> RunnerUp:
     return RunnerUp(
         department=scored.department,
+        rule_id=f"model:{model_version}",
         matched_terms=scored.terms,
         confidence=round(scored.probability, 4),
     )
