@@ -492,6 +492,17 @@ for _type, _version in EVENT_MODELS:
     LATEST_VERSIONS[_type] = max(_version, LATEST_VERSIONS.get(_type, 0))
 
 
+class _Envelope(BaseModel):
+    """What every event of every version carries: checked before a record waits for an upgrade."""
+
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    occurred_at: AwareDatetime
+    ticket_id: TicketId
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
 class UndecodableEvent(ValueError):
     """A record that no version of this code can ever process: it belongs in the dead letters."""
 
@@ -552,6 +563,15 @@ def decode_event(raw: bytes) -> Event:
     if model is None:
         latest = LATEST_VERSIONS.get(event_type) if known else None  # type: ignore[arg-type]
         if latest is not None and version > latest:  # type: ignore[operator]
+            # Waiting is for events of a newer producer; a record without an event's envelope
+            # is poison whatever version it claims, and must not hold its partition.
+            try:
+                _Envelope.model_validate(document)
+            except ValidationError as exc:
+                raise UndecodableEvent(
+                    f"{event_type} in schema version {version}, without an event's envelope: "
+                    f"{_summary(exc)}"
+                ) from None
             raise NotReadableYet(f"{event_type} v{version} is newer than v{latest}, the last known")
         raise UndecodableEvent(f"unknown event type or schema version: {key[0]!r} v{key[1]!r}")
     try:

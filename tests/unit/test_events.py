@@ -59,6 +59,7 @@ def test_every_event_carries_the_envelope() -> None:
         (b"[1, 2]", "not a JSON object"),
         (b'{"type": "ticket.exploded", "schema_version": 1}', "unknown event type"),
         (b'{"type": "ticket.submitted", "schema_version": 0}', "unknown event type or schema"),
+        (b'{"type": "ticket.submitted", "schema_version": 2}', "without an event's envelope"),
         (b'{"type": "ticket.submitted", "schema_version": 1, "ticket_id": "x"}', "invalid"),
     ],
 )
