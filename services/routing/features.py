@@ -90,9 +90,14 @@ _STEM = 5
 
 def features(text: str) -> list[str]:
     """The feature names of a text, with repeats (the ranker counts them)."""
+    return normalised_features(normalise(text))
+
+
+def normalised_features(normalised: str) -> list[str]:
+    """`features` of a text already normalised, for a caller that needs the normalised text too."""
     out: list[str] = []
     previous_word: str | None = None
-    for match in _RUNS.finditer(normalise(text)):
+    for match in _RUNS.finditer(normalised):
         run = match.group()
         if run[0] >= "\u3400":
             previous_word = None

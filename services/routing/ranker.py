@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from services.routing.domain import normalise
-from services.routing.features import features
+from services.routing.features import normalised_features
 from services.routing.knowledge import Knowledge
 
 Vector = npt.NDArray[np.float32]
@@ -61,7 +61,8 @@ def _whole_words(text: str, start: int, end: int) -> bool:
 
 
 def text_features(text: str, terms: TermFinder) -> list[str]:
-    return features(text) + terms.find(normalise(text))
+    normalised = normalise(text)  # once: the words and the profile terms are read from it
+    return normalised_features(normalised) + terms.find(normalised)
 
 
 @dataclass(frozen=True)
